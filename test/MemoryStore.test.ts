@@ -1,0 +1,40 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import * as CheckpointStore from "../src/CheckpointStore.js"
+import { makeState, memoryBackend } from "../src/internal/memoryBackend.js"
+import * as MemoryStore from "../src/layers/Memory.js"
+import { conformance, freshExecution, mk, StoreTestKit } from "./conformance.js"
+
+/** A Memory store plus a kit that writes garbage over a stored document. */
+const memoryUnderTest = Layer.effectContext(Effect.sync(() => {
+  const state = makeState()
+  return Context.make(CheckpointStore.CheckpointStore, CheckpointStore.make(memoryBackend(state))).pipe(
+    Context.add(StoreTestKit, {
+      corrupt: (cp) => Effect.sync(() => state.documents.set(cp.id, `{"id":${JSON.stringify(cp.id)},"state":`))
+    })
+  )
+}))
+
+conformance("Memory", memoryUnderTest)
+
+describe("MemoryStore.layer", () => {
+  it.effect("each build of the layer is a new, empty store", () =>
+    Effect.gen(function*() {
+      const e = yield* freshExecution()
+      const cp = yield* mk(e, 1)
+      yield* Effect.flatMap(CheckpointStore.CheckpointStore, (s) => s.save(cp)).pipe(Effect.provide(MemoryStore.layer))
+      const listed = yield* Effect.flatMap(CheckpointStore.CheckpointStore, (s) => s.list(e)).pipe(
+        Effect.provide(MemoryStore.layer)
+      )
+      expect(listed).toEqual([])
+    }))
+
+  it.effect("one provided layer is one shared store", () =>
+    Effect.gen(function*() {
+      const e = yield* freshExecution()
+      const s = yield* CheckpointStore.CheckpointStore
+      yield* s.save(yield* mk(e, 1))
+      const again = yield* CheckpointStore.CheckpointStore
+      expect((yield* again.list(e)).length).toBe(1)
+    }).pipe(Effect.provide(MemoryStore.layer)))
+})
