@@ -309,18 +309,22 @@ export const layer = (options: Options): Layer.Layer<CheckpointStore.CheckpointS
   layerFileSystem(options).pipe(Layer.provide(Layer.merge(NodeFileSystem.layer, NodePath.layer)))
 
 /**
- * {@link layer} with its options read from `Config`, e.g.
- * `FileStore.layerConfig({ directory: Config.string("CHECKPOINT_DIR") })`.
+ * {@link layer} with its directory read from `Config`: `CHECKPOINT_DIR`
+ * (default `./checkpoints`). A config error fails the layer with
+ * `CheckpointStoreError` (operation `"config"`).
+ *
+ * To read other names, map your own `Config` into {@link layer}:
+ * `Layer.unwrapEffect(Effect.map(Config.string("MY_DIR"), (directory) => FileStore.layer({ directory })))`.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = (
-  options: Config.Config.Wrap<Options>
-): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError> =>
-  Layer.unwrapEffect(
-    Effect.map(
-      Config.unwrap(options).pipe(Effect.mapError((e) => storeError(BACKEND, "config", e))),
-      layer
-    )
+export const layerConfig: Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError> = Layer.unwrapEffect(
+  Effect.map(
+    Config.string("CHECKPOINT_DIR").pipe(
+      Config.withDefault("./checkpoints"),
+      Effect.mapError((e) => storeError(BACKEND, "config", e))
+    ),
+    (directory) => layer({ directory })
   )
+)
