@@ -26,6 +26,13 @@ export * as CheckpointError from "./CheckpointError.js"
 export * as CheckpointStore from "./CheckpointStore.js"
 
 /**
+ * Graphs of Effect steps, `compile` and `compileCheckpointable`.
+ *
+ * @since 0.1.0
+ */
+export * as Graph from "./Graph.js"
+
+/**
  * The in-memory store layer.
  *
  * @since 0.1.0
