@@ -651,7 +651,11 @@ const makeSaver = (
     const batch = pending.splice(0, pending.length)
     const write = batch.length === 1
       ? store.save(batch[0]!.checkpoint)
-      : store.saveMany(batch.map((p) => p.checkpoint))
+      // If the batch fails as a whole, save its checkpoints one by one, so the longest good prefix still lands.
+      : Effect.catchAllCause(
+        store.saveMany(batch.map((p) => p.checkpoint)),
+        () => Effect.forEach(batch, (p) => store.save(p.checkpoint), { discard: true })
+      )
     return Effect.matchCauseEffect(write, {
       onFailure: (cause) => {
         failure ??= { cause, at: clockTick(), surfaced: false }
@@ -884,9 +888,9 @@ export const compileCheckpointable = <S, I, E, R>(
             active.set(run.executionId, run)
             const periodic = options.autoSave
               ? undefined
-              : yield* Effect.forkScoped(
+              : yield* Effect.forkScoped(Effect.interruptible(
                 Effect.forever(Effect.zipRight(Effect.sleep(saveInterval), Effect.ignore(savePosition(run, false))))
-              )
+              ))
             let failedAt = 0
             const first = yield* Effect.exit(restore(
               Effect.zipRight(stepSave(run), loop(run, start, pauseFirst)).pipe(
