@@ -1,0 +1,936 @@
+/**
+ * PostgresStore against the real PostgreSQL (TEST_POSTGRES_URL, default
+ * postgres://postgres@127.0.0.1:5432/test). Everything this file creates lives
+ * in PostgreSQL schemas named `ec_pg_test_<pid>_<time>…`, dropped at the end;
+ * each conformance test gets its own table, dropped when its layer closes.
+ */
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { describe, expect, it } from "@effect/vitest"
+import {
+  Cause,
+  ConfigProvider,
+  Context,
+  Effect,
+  Fiber,
+  Layer,
+  ManagedRuntime,
+  Option,
+  Redacted,
+  Schema,
+  type Scope,
+  String as Str,
+  Tracer
+} from "effect"
+import { execFileSync } from "node:child_process"
+import * as net from "node:net"
+import { afterAll } from "vitest"
+import * as Checkpoint from "../src/Checkpoint.js"
+import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as Graph from "../src/Graph.js"
+import * as PostgresStore from "../src/layers/Postgres.js"
+import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
+
+const URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+const RUN = `ec_pg_test_${process.pid}_${Date.now().toString(36)}`
+/** The schema most tests use. Every schema this file makes starts with RUN. */
+const SCHEMA = RUN
+
+const store = CheckpointStore.CheckpointStore
+
+// -----------------------------------------------------------------------------
+// An admin connection for setup, inspection and cleanup
+// -----------------------------------------------------------------------------
+
+const admin = ManagedRuntime.make(PgClient.layer({ url: Redacted.make(URL), applicationName: "ec-pg-test-admin" }))
+
+const query = <A extends object = Record<string, unknown>>(text: string, params: ReadonlyArray<unknown> = []) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text, params)).pipe(Effect.provide(admin), Effect.orDie)
+
+afterAll(async () => {
+  await Effect.runPromise(Effect.gen(function*() {
+    const schemas = yield* query<{ name: string }>(
+      `SELECT nspname AS name FROM pg_namespace WHERE left(nspname, $2) = $1`,
+      [RUN, RUN.length]
+    )
+    for (const { name } of schemas) yield* query(`DROP SCHEMA "${name}" CASCADE`)
+  }))
+  await admin.dispose()
+})
+
+let counter = 0
+/** A table name of its own for one test. */
+const freshName = (label = "t") => `${label}_${++counter}_${Date.now().toString(36)}`
+
+/** Drops a table and its schema-version row. */
+const dropTable = (schema: string, table: string) =>
+  Effect.zipRight(
+    query(`DROP TABLE IF EXISTS "${schema}"."${table}"`),
+    query(
+      `DELETE FROM "${schema}".effect_checkpoint_migrations WHERE table_name = $1`,
+      [table]
+    ).pipe(Effect.catchAllDefect(() => Effect.void))
+  )
+
+/** A fresh table name, dropped when the scope closes. */
+const scopedTable = (label = "t", schema = SCHEMA) =>
+  Effect.acquireRelease(Effect.sync(() => freshName(label)), (table) => dropTable(schema, table))
+
+const kitFor = (table: string) =>
+  Layer.succeed(StoreTestKit, {
+    // JSONB cannot hold broken JSON: store a well-formed row that is not a checkpoint (next not an array, metadata not an object).
+    corrupt: (cp) =>
+      query(`UPDATE "${SCHEMA}"."${table}" SET next = '{"not": "an array"}'::jsonb, metadata = '[1]'::jsonb WHERE id = $1`, [
+        cp.id
+      ])
+  })
+
+const pgUnderTest = Layer.unwrapScoped(
+  Effect.map(scopedTable("conf"), (tableName) =>
+    Layer.merge(PostgresStore.layer({ url: URL, schema: SCHEMA, tableName }), kitFor(tableName)))
+)
+
+conformance("Postgres", pgUnderTest, { preservesKeyOrder: false })
+
+conformance(
+  "Postgres (synchronousCommit off, layerClient)",
+  Layer.unwrapScoped(
+    Effect.map(scopedTable("conf_async"), (tableName) =>
+      Layer.merge(
+        PostgresStore.layerClient({ schema: SCHEMA, tableName, synchronousCommit: "off" }).pipe(
+          Layer.provide(PgClient.layer({ url: Redacted.make(URL) }))
+        ),
+        kitFor(tableName)
+      ))
+  ),
+  { preservesKeyOrder: false }
+)
+
+/** Runs `body` with a store on a fresh table of SCHEMA (dropped afterwards). */
+const withStore = <A, E>(
+  body: (table: string) => Effect.Effect<A, E, CheckpointStore.CheckpointStore | Scope.Scope>,
+  options: Partial<PostgresStore.Options> = {}
+) =>
+  Effect.scoped(Effect.flatMap(scopedTable(), (tableName) =>
+    body(tableName).pipe(Effect.provide(PostgresStore.layer({ url: URL, schema: SCHEMA, tableName, ...options })))))
+
+// -----------------------------------------------------------------------------
+// Statement spy: @effect/sql runs every statement in a "sql.execute" span
+// -----------------------------------------------------------------------------
+
+const recordStatements = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const base = yield* Effect.tracer
+    const statements: Array<string> = []
+    const tracer = Tracer.make({
+      context: (f, fiber) => base.context(f, fiber),
+      span: (name, parent, context, links, startTime, kind, options) => {
+        const span = base.span(name, parent, context, links, startTime, kind, options)
+        if (name !== "sql.execute") return span
+        const record = { text: "" }
+        statements.push("")
+        const index = statements.length - 1
+        return new Proxy(span, {
+          get: (target, key) =>
+            key === "attribute"
+              ? (k: string, v: unknown) => {
+                if (k === "db.query.text") statements[index] = record.text = String(v)
+                return target.attribute(k, v)
+              }
+              : Reflect.get(target, key)
+        })
+      }
+    })
+    const result = yield* Effect.withTracer(effect, tracer)
+    return [result, statements] as const
+  })
+
+// -----------------------------------------------------------------------------
+// Fault injection: a TCP proxy in front of the server
+// -----------------------------------------------------------------------------
+
+interface Proxy {
+  readonly port: number
+  /** Stops listening and cuts every connection: the server is gone. */
+  readonly kill: Effect.Effect<void>
+  /** Listens again on the same port: the server is back. */
+  readonly revive: Effect.Effect<void>
+}
+
+const pgTarget = (() => {
+  const u = new globalThis.URL(URL)
+  return { host: u.hostname || "127.0.0.1", port: Number(u.port || 5432) }
+})()
+
+/** A proxy to the server (`stall`: accepts connections and never answers). Closed when the scope closes. */
+const proxy = (mode: "forward" | "stall" = "forward") =>
+  Effect.acquireRelease(
+    Effect.async<Proxy>((resume) => {
+      const sockets = new Set<net.Socket>()
+      const track = (s: net.Socket) => {
+        sockets.add(s)
+        s.on("close", () => sockets.delete(s))
+        s.on("error", () => s.destroy())
+      }
+      const onConnection = (client: net.Socket) => {
+        track(client)
+        if (mode === "stall") return
+        const upstream = net.connect(pgTarget.port, pgTarget.host)
+        track(upstream)
+        client.pipe(upstream)
+        upstream.pipe(client)
+        client.on("close", () => upstream.destroy())
+        upstream.on("close", () => client.destroy())
+      }
+      let server = net.createServer(onConnection)
+      const listen = (port: number) =>
+        Effect.async<void>((done) => {
+          server = net.createServer(onConnection)
+          server.listen(port, "127.0.0.1", () => done(Effect.void))
+        })
+      const kill = Effect.async<void>((done) => {
+        server.close(() => done(Effect.void))
+        for (const s of sockets) s.destroy()
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const port = (server.address() as net.AddressInfo).port
+        resume(Effect.succeed({ port, kill, revive: listen(port) }))
+      })
+    }),
+    (p) => p.kill
+  )
+
+/** A port nobody listens on. */
+const closedPort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+const PASSWORD = "S3cr3t-pa55word-x9"
+const withPassword = (port: number, extra = "") => `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/test${extra}`
+
+/** Every way an error can be shown: none may contain the password. */
+const expectNoPassword = (error: unknown) => {
+  const shown = [
+    String(error),
+    JSON.stringify(error),
+    (error as { message?: string }).message ?? "",
+    Cause.pretty(Cause.fail(error)),
+    JSON.stringify((error as { cause?: unknown }).cause ?? null)
+  ]
+  for (const text of shown) expect(text).not.toContain(PASSWORD)
+}
+
+/** The store's backends, by application_name. */
+const backendsOf = (applicationName: string) =>
+  query<{ pid: number; wait_event_type: string | null; state: string | null }>(
+    `SELECT pid, wait_event_type, state FROM pg_stat_activity WHERE application_name = $1`,
+    [applicationName]
+  )
+
+/** Polls `check` every 50 ms until it holds (at most ~10 s). */
+const eventually = (check: Effect.Effect<boolean>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 200; i++) {
+      if (yield* check) return
+      yield* Effect.sleep("50 millis")
+    }
+    return yield* Effect.dieMessage("condition never held")
+  })
+
+// -----------------------------------------------------------------------------
+
+describe("PostgresStore", () => {
+  describe("schema", () => {
+    it.live("creates the documented table with one unique index besides the key, and records its schema version", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const columns = yield* query<{ name: string; type: string; nullable: string }>(
+            `SELECT column_name AS name, data_type AS type, is_nullable AS nullable FROM information_schema.columns ` +
+              `WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position`,
+            [SCHEMA, table]
+          )
+          expect(columns.map((c) => [c.name, c.type, c.nullable])).toEqual([
+            ["id", "text", "NO"],
+            ["execution_id", "text", "NO"],
+            ["node_name", "text", "NO"],
+            ["state", "jsonb", "NO"],
+            ["metadata", "jsonb", "NO"],
+            ["timestamp", "timestamp with time zone", "NO"],
+            ["version", "integer", "NO"],
+            ["next", "jsonb", "NO"],
+            ["parent_id", "text", "YES"]
+          ])
+          const indexes = yield* query<{ def: string }>(
+            `SELECT indexdef AS def FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY indexname`,
+            [SCHEMA, table]
+          )
+          expect(indexes.length).toBe(2)
+          expect(indexes.map((i) => i.def.replace(/^.* USING /, ""))).toEqual(["btree (execution_id, version)", "btree (id)"])
+          const recorded = yield* query<{ version: number }>(
+            `SELECT version FROM "${SCHEMA}".${PostgresStore.migrationsTable} WHERE table_name = $1`,
+            [table]
+          )
+          expect(recorded).toEqual([{ version: PostgresStore.schemaVersion }])
+          expect(PostgresStore.schemaVersion).toBe(1)
+        })
+      ))
+
+    it.live("layers built in parallel, in a schema that does not exist yet, all succeed (advisory lock)", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const schema = `${RUN}_par_${++counter}`
+        const tables = ["a", "b"].map((t) => `par_${t}`)
+        const layers = Array.from({ length: 8 }, (_, i) =>
+          PostgresStore.layer({ url: URL, schema, tableName: tables[i % 2]!, maxConnections: 2 }))
+        // Build all eight at once, each with its own pool: eight sessions race to create the schema and two tables.
+        const contexts = yield* Effect.forEach(layers, (l) => Layer.build(l), { concurrency: "unbounded" })
+        const stores = contexts.map((c) => Context.get(c, store))
+        const e = yield* freshExecution()
+        yield* stores[0]!.save(yield* mk(e, 1))
+        yield* stores[3]!.save(yield* mk(e, 2))
+        // Stores on one table see each other; the other table is separate.
+        expect((yield* stores[2]!.list(e)).map((c) => c.version)).toEqual([1])
+        expect((yield* stores[1]!.list(e)).map((c) => c.version)).toEqual([2])
+        const recorded = yield* query<{ table_name: string; version: number }>(
+          `SELECT table_name, version FROM "${schema}".${PostgresStore.migrationsTable} ORDER BY table_name`
+        )
+        expect(recorded).toEqual(tables.map((table_name) => ({ table_name, version: 1 })))
+      })))
+
+    it.live("an up-to-date table is used without DDL: a read-only session can build the layer and read", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable()
+        const e = yield* freshExecution()
+        const cp = yield* mk(e, 1)
+        yield* Effect.flatMap(store, (s) => s.save(cp)).pipe(
+          Effect.provide(PostgresStore.layer({ url: URL, schema: SCHEMA, tableName }))
+        )
+        const readOnly = `${URL}?options=${encodeURIComponent("-c default_transaction_read_only=on")}`
+        yield* Effect.gen(function*() {
+          const s = yield* store
+          expect((yield* s.list(e)).map(view)).toEqual([view(cp)])
+          const refused = yield* Effect.flip(Effect.flatMap(mk(e, 2), s.save))
+          expect(refused).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "save" })
+          expect(refused.message).toContain("read-only")
+        }).pipe(Effect.provide(PostgresStore.layer({ url: readOnly, schema: SCHEMA, tableName })))
+      })))
+
+    it.live("a table dropped behind the store's back is made again at the next build", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable()
+        const layer = PostgresStore.layer({ url: URL, schema: SCHEMA, tableName })
+        yield* Effect.provide(store, layer)
+        yield* query(`DROP TABLE "${SCHEMA}"."${tableName}"`)
+        const e = yield* freshExecution()
+        yield* Effect.flatMap(store, (s) => Effect.zipRight(Effect.flatMap(mk(e, 1), s.save), s.list(e))).pipe(
+          Effect.provide(layer)
+        )
+        const count = yield* query<{ n: number }>(`SELECT count(*)::int AS n FROM "${SCHEMA}"."${tableName}"`)
+        expect(count).toEqual([{ n: 1 }])
+      })))
+
+    it.live("a table recorded at a newer schema version is refused, untouched", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable()
+        const layer = PostgresStore.layer({ url: URL, schema: SCHEMA, tableName })
+        yield* Effect.provide(store, layer)
+        yield* query(`UPDATE "${SCHEMA}".${PostgresStore.migrationsTable} SET version = 99 WHERE table_name = $1`, [tableName])
+        const error = yield* Effect.flip(Effect.provide(store, layer))
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "migrate" })
+        expect(error.message).toContain("newer")
+        const recorded = yield* query<{ version: number }>(
+          `SELECT version FROM "${SCHEMA}".${PostgresStore.migrationsTable} WHERE table_name = $1`,
+          [tableName]
+        )
+        expect(recorded).toEqual([{ version: 99 }])
+      })))
+
+    /** The table of the reference implementation (langgraphgo's InitSchema). */
+    const referenceTable = (table: string) => [
+      `CREATE TABLE "${SCHEMA}"."${table}" (id TEXT PRIMARY KEY, execution_id TEXT NOT NULL, node_name TEXT NOT NULL, ` +
+      `state JSONB NOT NULL, metadata JSONB, timestamp TIMESTAMPTZ NOT NULL, version INTEGER NOT NULL)`,
+      `CREATE INDEX "idx_${table}_execution_id" ON "${SCHEMA}"."${table}" (execution_id)`
+    ]
+    /** The upgrade the README gives, for the table `t`. */
+    const readmeUpgrade = (t: string) => [
+      `ALTER TABLE ${t} ADD COLUMN IF NOT EXISTS next JSONB NOT NULL DEFAULT '[]'::jsonb, ADD COLUMN IF NOT EXISTS parent_id TEXT`,
+      `ALTER TABLE ${t} ALTER COLUMN next DROP DEFAULT`,
+      `UPDATE ${t} SET metadata = '{}'::jsonb WHERE metadata IS NULL`,
+      `ALTER TABLE ${t} ALTER COLUMN metadata SET NOT NULL`,
+      `ALTER TABLE ${t} ADD UNIQUE (execution_id, version)`
+    ]
+
+    it.live("an older table is refused with what it lacks; after the README's upgrade it is adopted and its rows load", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable("old")
+        const qualified = `"${SCHEMA}"."${tableName}"`
+        yield* Effect.provide(store, PostgresStore.layer({ url: URL, schema: SCHEMA, tableName: "warm_up_schema" })).pipe(
+          Effect.ensuring(dropTable(SCHEMA, "warm_up_schema"))
+        )
+        for (const statement of referenceTable(tableName)) yield* query(statement)
+        const e = yield* freshExecution()
+        const oldId = yield* Checkpoint.generateCheckpointId
+        yield* query(
+          `INSERT INTO ${qualified} (id, execution_id, node_name, state, metadata, timestamp, version) ` +
+            `VALUES ($1, $2, 'step1', '{"step": 1}'::jsonb, NULL, '2025-01-02T03:04:05.678Z', 1)`,
+          [oldId, e]
+        )
+        const layer = PostgresStore.layer({ url: URL, schema: SCHEMA, tableName })
+        const refused = yield* Effect.flip(Effect.provide(store, layer))
+        expect(refused).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "migrate" })
+        expect(refused.message).toContain("no column next jsonb")
+        expect(refused.message).toContain("no UNIQUE (execution_id, version)")
+        expect(refused.message).toContain("README")
+        // Refusing changed nothing.
+        expect(yield* query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2`, [
+          SCHEMA,
+          tableName
+        ])).toHaveLength(7)
+
+        for (const statement of readmeUpgrade(qualified)) yield* query(statement)
+        yield* Effect.gen(function*() {
+          const s = yield* store
+          const old = yield* s.load(oldId as Checkpoint.CheckpointId)
+          expect(view(old)).toEqual({
+            id: oldId,
+            executionId: e,
+            nodeName: "step1",
+            state: { step: 1 },
+            metadata: {},
+            timestamp: "2025-01-02T03:04:05.678Z",
+            version: 1,
+            next: [],
+            parentId: undefined
+          })
+          yield* s.save(yield* mk(e, 2, { parentId: oldId }))
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
+          expect((yield* Effect.flip(Effect.flatMap(mk(e, 2), s.save)))._tag).toBe("CheckpointConflict")
+        }).pipe(Effect.provide(layer))
+        const recorded = yield* query<{ version: number }>(
+          `SELECT version FROM "${SCHEMA}".${PostgresStore.migrationsTable} WHERE table_name = $1`,
+          [tableName]
+        )
+        expect(recorded).toEqual([{ version: 1 }])
+      })))
+
+    it.live("bad table and schema names fail with InvalidIdentifier before any connection is made", () =>
+      Effect.gen(function*() {
+        const port = yield* closedPort
+        const url = withPassword(port)
+        // (`__proto__`, `constructor` and `prototype` are bad ids but fine, quoted, as SQL names.)
+        const bad = [...hostileIds.filter((n) => !["__proto__", "constructor", "prototype"].includes(n)), "x".repeat(64), "1abc", "a.b", "a-b", "public.checkpoints", "tbl\"; DROP TABLE x; --"]
+        for (const name of bad) {
+          const asTable = yield* Effect.flip(Effect.provide(store, PostgresStore.layer({ url, tableName: name })))
+          expect(asTable, name).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName" })
+          const asSchema = yield* Effect.flip(Effect.provide(store, PostgresStore.layer({ url, schema: name })))
+          expect(asSchema, name).toMatchObject({ _tag: "InvalidIdentifier", kind: "schemaName" })
+        }
+        // layerClient checks them before it touches the (working) client's database.
+        const client = PgClient.layer({ url: Redacted.make(URL) })
+        for (const name of ["x".repeat(64), "a.b", "tbl\"; DROP TABLE x; --"]) {
+          const viaClient = yield* Effect.flip(Effect.provide(store, PostgresStore.layerClient({ tableName: name }).pipe(Layer.provide(client))))
+          expect(viaClient, name).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName" })
+          const viaSchema = yield* Effect.flip(Effect.provide(store, PostgresStore.layerClient({ schema: name }).pipe(Layer.provide(client))))
+          expect(viaSchema, name).toMatchObject({ _tag: "InvalidIdentifier", kind: "schemaName" })
+        }
+        const reserved = yield* Effect.flip(Effect.provide(store, PostgresStore.layer({ url, tableName: PostgresStore.migrationsTable })))
+        expect(reserved).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName" })
+      }))
+
+    it.live("a 63-character table name is used exactly as given (PostgreSQL would truncate a longer one)", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = `T63_${++counter}_`.padEnd(63, "x")
+        yield* Effect.addFinalizer(() => dropTable(SCHEMA, tableName))
+        const e = yield* freshExecution()
+        yield* Effect.flatMap(store, (s) => Effect.flatMap(mk(e, 1), s.save)).pipe(
+          Effect.provide(PostgresStore.layer({ url: URL, schema: SCHEMA, tableName }))
+        )
+        const found = yield* query<{ name: string }>(
+          `SELECT tablename AS name FROM pg_tables WHERE schemaname = $1 AND tablename = $2`,
+          [SCHEMA, tableName]
+        )
+        expect(found).toEqual([{ name: tableName }])
+      })))
+  })
+
+  describe("round trips", () => {
+    it.live("every operation is one statement; list pushes limit and afterVersion into SQL", () =>
+      withStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const cps = yield* Effect.forEach([1, 2, 3, 4, 5], (v) => mk(e, v))
+          const count = <A, E>(effect: Effect.Effect<A, E>) => Effect.map(recordStatements(effect), ([, statements]) => statements)
+
+          expect(yield* count(s.save(cps[0]!))).toHaveLength(1)
+          const many = yield* count(s.saveMany(cps.slice(1)))
+          expect(many).toHaveLength(1)
+          expect(many[0]).toMatch(/^INSERT INTO .* VALUES \(.*\), \(.*\), \(.*\), \(.*\)$/s)
+          const [page, listed] = yield* recordStatements(s.list(e, { afterVersion: 2, limit: 2 }))
+          expect(page.map((c) => c.version)).toEqual([3, 4])
+          expect(listed).toHaveLength(1)
+          expect(listed[0]).toContain("version > $2")
+          expect(listed[0]).toContain("LIMIT $3")
+          const latest = yield* count(s.latest(e))
+          expect(latest).toHaveLength(1)
+          expect(latest[0]).toContain("ORDER BY version DESC LIMIT 1")
+          expect(yield* count(s.load(cps[0]!.id))).toHaveLength(1)
+          expect(yield* count(s.listExecutions())).toHaveLength(1)
+          expect(yield* count(s.prune(e, 2))).toHaveLength(1)
+          expect(yield* count(s.delete(cps[4]!.id))).toHaveLength(1)
+          expect(yield* count(s.clear(e))).toHaveLength(1)
+          // A save needs no explicit transaction.
+          const [, saved] = yield* recordStatements(Effect.flatMap(mk(e, 9), s.save))
+          expect(saved.join("\n")).not.toMatch(/BEGIN|COMMIT/i)
+        })
+      ))
+
+    it.live("states are stored as JSONB values (not JSON text): top-level array, string, number, null, object, boolean", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const states: ReadonlyArray<Checkpoint.Json> = [[1, "two", { three: 3 }], "just a string", 42.5, null, { a: [] }, true, "[1,2]"]
+          yield* s.saveMany(yield* Effect.forEach(states, (state, i) => mk(e, i + 1, { state })))
+          const stored = yield* query<{ kind: string; text: string }>(
+            `SELECT jsonb_typeof(state) AS kind, state::text AS text FROM "${SCHEMA}"."${table}" WHERE execution_id = $1 ORDER BY version`,
+            [e]
+          )
+          expect(stored.map((r) => r.kind)).toEqual(["array", "string", "number", "null", "object", "boolean", "string"])
+          expect(stored[0]!.text).toBe(`[1, "two", {"three": 3}]`)
+          // A JSONB query sees the values.
+          const found = yield* query<{ version: number }>(
+            `SELECT version FROM "${SCHEMA}"."${table}" WHERE execution_id = $1 AND state @> '[{"three": 3}]'::jsonb`,
+            [e]
+          )
+          expect(found).toEqual([{ version: 1 }])
+          expect((yield* s.list(e)).map((c) => c.state)).toEqual(states)
+          const one = yield* mk(e, 20, { state: [] })
+          yield* s.save(one)
+          expect((yield* s.load(one.id)).state).toEqual([])
+        })
+      ))
+
+    it.live("JSONB keeps values, not key order: objects come back equal, own __proto__ keys stay data", () =>
+      withStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const state = JSON.parse(`{"zeta": 1, "__proto__": {"polluted": true}, "a": {"y": 2, "b": 3}}`)
+          const cp = yield* mk(e, 1, { state, metadata: { second: 2, first: 1 } })
+          yield* s.save(cp)
+          const loaded = yield* s.load(cp.id)
+          expect(loaded.state).toEqual(state)
+          expect(Object.keys(loaded.state as object).sort()).toEqual(["__proto__", "a", "zeta"])
+          expect(Object.getPrototypeOf(loaded.state)).toBe(Object.prototype)
+          expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+          expect(loaded.metadata).toEqual({ first: 1, second: 2 })
+        })
+      ))
+
+    it.live("NUL characters and unpaired surrogates fail with CheckpointEncodeError naming where, and nothing is written", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const cases: ReadonlyArray<readonly [Partial<Checkpoint.MakeOptions>, string]> = [
+            [{ state: { text: "a\u0000b" } }, `state["text"] contains the NUL character`],
+            [{ state: "\u0000" }, "state contains the NUL character"],
+            [{ state: [{ ["k\u0000"]: 1 }] }, "state[0] has a key that contains the NUL character"],
+            [{ metadata: { note: "x\u0000" } }, `metadata["note"] contains the NUL character`],
+            [{ state: { lone: "\ud800" } }, `state["lone"] contains an unpaired surrogate`],
+            [{ state: { lone: "x\udc00" } }, `state["lone"] contains an unpaired surrogate`],
+            [{ next: ["a\u0000"] }, "next[0] contains the NUL character"],
+            [{ nodeName: "node\u0000" }, "nodeName contains the NUL character"],
+            [{ nodeName: "node\ud800" }, "nodeName contains an unpaired surrogate"]
+          ]
+          for (const [options, expected] of cases) {
+            const cp = yield* mk(e, 1, options)
+            const error = yield* Effect.flip(s.save(cp))
+            expect(error).toMatchObject({ _tag: "CheckpointEncodeError", id: cp.id })
+            expect(error.message).toContain(expected)
+            expect(error.message).toContain("PostgreSQL cannot store")
+            // In a batch, the error names the bad checkpoint and none of the batch is written.
+            const good = yield* mk(e, 2)
+            const inBatch = yield* Effect.flip(s.saveMany([good, cp]))
+            expect(inBatch).toMatchObject({ _tag: "CheckpointEncodeError", id: cp.id })
+          }
+          // Paired surrogates (emoji) are fine.
+          const emoji = yield* mk(e, 3, { nodeName: "🚀 node", state: { s: "😀 \u2028 ok" } })
+          yield* s.save(emoji)
+          expect(view(yield* s.load(emoji.id))).toEqual(view(emoji))
+          const rows = yield* query<{ n: number }>(`SELECT count(*)::int AS n FROM "${SCHEMA}"."${table}"`)
+          expect(rows).toEqual([{ n: 1 }])
+        })
+      ))
+
+    it.live("a timestamp PostgreSQL cannot store fails with CheckpointEncodeError and writes nothing", () =>
+      withStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const cp = yield* mk(e, 1, { timestamp: new Date("+010000-01-01T00:00:00.000Z") })
+          const error = yield* Effect.flip(s.save(cp))
+          expect(error).toMatchObject({ _tag: "CheckpointEncodeError", id: cp.id })
+          expect(error.message).toContain("PostgreSQL refused")
+          expect(yield* s.list(e)).toEqual([])
+          // Millisecond precision and old dates round-trip.
+          const old = yield* mk(e, 2, { timestamp: new Date("1900-02-28T23:59:59.999Z") })
+          yield* s.save(old)
+          expect((yield* s.load(old.id)).timestamp.toISOString()).toBe("1900-02-28T23:59:59.999Z")
+        })
+      ))
+
+    it.live("a conflict in a batch names the checkpoint that collides, by id or by (executionId, version)", () =>
+      withStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const stored = yield* mk(e, 5)
+          yield* s.save(stored)
+          const bySlot = yield* mk(e, 5)
+          const slotError = yield* Effect.flip(s.saveMany([yield* mk(e, 3), yield* mk(e, 4), bySlot, yield* mk(e, 6)]))
+          expect(slotError).toMatchObject({ _tag: "CheckpointConflict", executionId: e, version: 5, id: bySlot.id })
+          const other = yield* freshExecution("other")
+          const byId = yield* mk(other, 7, { id: stored.id })
+          const idError = yield* Effect.flip(s.saveMany([yield* mk(other, 1), byId]))
+          expect(idError).toMatchObject({ _tag: "CheckpointConflict", executionId: other, version: 7, id: stored.id })
+          expect(yield* s.list(other)).toEqual([])
+          expect((yield* s.list(e)).map(view)).toEqual([view(stored)])
+        })
+      ))
+
+    it.live("a batch larger than one INSERT is still all or nothing (one transaction)", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const clash = yield* mk(e, 6001)
+          yield* s.save(clash)
+          const batch = yield* Effect.forEach(Array.from({ length: 6001 }, (_, i) => i + 1), (v) => mk(e, v, { state: v }))
+          const error = yield* Effect.flip(s.saveMany(batch))
+          expect(error).toMatchObject({ _tag: "CheckpointConflict", version: 6001 })
+          const count = query<{ n: number }>(`SELECT count(*)::int AS n FROM "${SCHEMA}"."${table}"`)
+          expect(yield* count).toEqual([{ n: 1 }])
+          yield* s.saveMany(batch.slice(0, 6000))
+          expect(yield* count).toEqual([{ n: 6001 }])
+          expect((yield* s.list(e, { afterVersion: 5998 })).map((c) => c.state)).toEqual([5999, 6000, clash.state])
+        })
+      ))
+
+    it.live("listExecutions reads summaries without loading states, and names a corrupt latest checkpoint", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.saveMany([yield* mk(e, 1), yield* mk(e, 2, { next: [] })])
+          const [summaries, statements] = yield* recordStatements(s.listExecutions())
+          expect(summaries.find((x) => x.executionId === e)).toMatchObject({ latestVersion: 2, pending: false })
+          expect(statements[0]).not.toMatch(/\bstate\b/)
+          const latest = Option.getOrThrow(yield* s.latest(e))
+          yield* query(`UPDATE "${SCHEMA}"."${table}" SET next = '"oops"'::jsonb WHERE id = $1`, [latest.id])
+          expect(yield* Effect.flip(s.listExecutions())).toMatchObject({ _tag: "CheckpointDecodeError", id: latest.id })
+        })
+      ))
+
+    it.live("a state that no longer fits the graph's Schema loads as CheckpointDecodeError", () =>
+      withStore(() =>
+        Effect.gen(function*() {
+          const State = Schema.Struct({ step: Schema.Int, at: Schema.DateFromString })
+          const graph = Graph.make(State).pipe(
+            Graph.addNode("tick", (s) => Effect.succeed({ ...s, step: s.step + 1 })),
+            Graph.addEdge("tick", Graph.END),
+            Graph.setEntryPoint("tick")
+          )
+          const runnable = yield* Graph.compileCheckpointable(graph, { durability: "sync" })
+          const executionId = yield* freshExecution("graph")
+          const final = yield* runnable.invoke({ step: 0, at: new Date("2026-01-01T00:00:00.000Z") }, { executionId })
+          expect(final.step).toBe(1)
+          const listed = yield* runnable.listCheckpoints(executionId)
+          expect(listed.map((c) => c.state.at)).toEqual([new Date("2026-01-01T00:00:00.000Z"), new Date("2026-01-01T00:00:00.000Z")])
+          // Another program writes a checkpoint whose state the Schema rejects.
+          const s = yield* store
+          const foreign = yield* mk(executionId, 3, { state: { step: "three" } })
+          yield* s.save(foreign)
+          const error = yield* Effect.flip(runnable.loadCheckpoint(foreign.id))
+          expect(error).toMatchObject({ _tag: "CheckpointDecodeError", id: foreign.id })
+        })
+      ))
+  })
+
+  describe("failures", () => {
+    it.live("a refused connection fails the layer with CheckpointStoreError, fast, without the password", () =>
+      Effect.gen(function*() {
+        const port = yield* closedPort
+        const error = yield* Effect.flip(Effect.provide(store, PostgresStore.layer({ url: withPassword(port) })))
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "connect" })
+        expect(error.message).toContain("ECONNREFUSED")
+        expectNoPassword(error)
+        // The same through a Redacted URL and through layerConfig.
+        const redacted = yield* Effect.flip(Effect.provide(store, PostgresStore.layer({ url: Redacted.make(withPassword(port)) })))
+        expectNoPassword(redacted)
+        const fromConfig = yield* Effect.flip(Effect.provide(store, PostgresStore.layerConfig)).pipe(
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["POSTGRES_CONN_STRING", withPassword(port)]])))
+        )
+        expect(fromConfig).toMatchObject({ _tag: "CheckpointStoreError", operation: "connect" })
+        expectNoPassword(fromConfig)
+        // A password that is not URL-safe, and one that is not even a valid URL.
+        const odd = `postgres://postgres:p%40ss%2Fw0rd-${PASSWORD}@127.0.0.1:${port}/test`
+        expectNoPassword(yield* Effect.flip(Effect.provide(store, PostgresStore.layer({ url: odd }))))
+        const broken = `postgres://postgres:${PASSWORD}@@127.0.0.1:${port}:x/test`
+        const brokenError = yield* Effect.flip(Effect.provide(store, PostgresStore.layer({ url: broken })))
+        expect(brokenError._tag).toBe("CheckpointStoreError")
+        expectNoPassword(brokenError)
+      }))
+
+    it.live("a server that accepts but never answers fails the layer within the connect timeout", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const stalled = yield* proxy("stall")
+        const started = Date.now()
+        const error = yield* Effect.flip(
+          Effect.provide(store, PostgresStore.layer({ url: withPassword(stalled.port), connectTimeout: "1 second" }))
+        ).pipe(Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("the layer hung") }))
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "connect" })
+        expect(Date.now() - started).toBeLessThan(15_000)
+        expectNoPassword(error)
+      })))
+
+    it.live("a server that goes away fails each operation with CheckpointStoreError naming it; the store recovers when it is back", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable()
+        const pg = yield* proxy()
+        const url = withPassword(pg.port)
+        yield* Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const first = yield* mk(e, 1)
+          yield* s.save(first)
+          yield* pg.kill
+          const failures = [
+            yield* Effect.flip(Effect.flatMap(mk(e, 2), s.save)),
+            yield* Effect.flip(Effect.flatMap(mk(e, 2), (cp) => s.saveMany([cp]))),
+            yield* Effect.flip(s.load(first.id)),
+            yield* Effect.flip(s.list(e)),
+            yield* Effect.flip(s.latest(e)),
+            yield* Effect.flip(s.listExecutions()),
+            yield* Effect.flip(s.delete(first.id)),
+            yield* Effect.flip(s.clear(e)),
+            yield* Effect.flip(s.prune(e, 0))
+          ]
+          expect(failures.map((f) => [f._tag, (f as { operation?: string }).operation])).toEqual(
+            ["save", "saveMany", "load", "list", "latest", "listExecutions", "delete", "clear", "prune"].map((op) => [
+              "CheckpointStoreError",
+              op
+            ])
+          )
+          for (const f of failures) {
+            expect(f).toMatchObject({ backend: "postgres" })
+            expectNoPassword(f)
+          }
+          yield* pg.revive
+          const second = yield* mk(e, 2)
+          yield* s.save(second)
+          expect((yield* s.list(e)).map(view)).toEqual([view(first), view(second)])
+        }).pipe(Effect.provide(PostgresStore.layer({ url, schema: SCHEMA, tableName, connectTimeout: "2 seconds" })))
+      })))
+
+    it.live("a backend terminated in the middle of a save fails it with CheckpointStoreError; the next save works", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const applicationName = freshName("ec-pg-test-term")
+        yield* withStore((table) =>
+          Effect.gen(function*() {
+            const s = yield* store
+            const e = yield* freshExecution()
+            yield* s.save(yield* mk(e, 1))
+            // Hold a lock so the next save waits inside the server, then terminate the backend running it.
+            const locked = yield* Effect.forkScoped(
+              Effect.flatMap(SqlClient.SqlClient, (sql) =>
+                sql.withTransaction(
+                  Effect.zipRight(sql.unsafe(`LOCK TABLE "${SCHEMA}"."${table}" IN ACCESS EXCLUSIVE MODE`), Effect.never)
+                )).pipe(Effect.provide(admin))
+            )
+            yield* eventually(Effect.map(
+              query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass($1) AND granted`, [
+                `"${SCHEMA}"."${table}"`
+              ]),
+              (r) => r[0]!.n > 0
+            ))
+            const save = yield* Effect.fork(Effect.flatMap(mk(e, 2), s.save))
+            yield* eventually(Effect.map(backendsOf(applicationName), (rows) => rows.some((r) => r.wait_event_type === "Lock")))
+            yield* query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [applicationName])
+            const error = yield* Effect.flip(Fiber.join(save))
+            expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "save" })
+            yield* Fiber.interrupt(locked)
+            yield* s.save(yield* mk(e, 3))
+            expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 3])
+          }), { applicationName })
+      })))
+
+    it.live("a statement timeout (set in the URL's options) fails the save with CheckpointStoreError and writes nothing", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const url = `${URL}?options=${encodeURIComponent("-c statement_timeout=300")}`
+        yield* withStore((table) =>
+          Effect.gen(function*() {
+            const s = yield* store
+            const e = yield* freshExecution()
+            yield* Effect.forkScoped(
+              Effect.flatMap(SqlClient.SqlClient, (sql) =>
+                sql.withTransaction(
+                  Effect.zipRight(sql.unsafe(`LOCK TABLE "${SCHEMA}"."${table}" IN ACCESS EXCLUSIVE MODE`), Effect.never)
+                )).pipe(Effect.provide(admin))
+            )
+            yield* eventually(Effect.map(
+              query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass($1) AND granted`, [
+                `"${SCHEMA}"."${table}"`
+              ]),
+              (r) => r[0]!.n > 0
+            ))
+            const error = yield* Effect.flip(Effect.flatMap(mk(e, 1), s.save))
+            expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "save" })
+            expect(error.message).toContain("statement timeout")
+            expect((error.cause as { code?: string }).code).toBe("57014")
+          }), { url })
+      })))
+  })
+
+  describe("layers", () => {
+    it.live("layerConfig reads POSTGRES_CONN_STRING; default table `checkpoints` in the connection's schema", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const schema = `${RUN}_cfg`
+        yield* query(`CREATE SCHEMA "${schema}"`)
+        const url = `${URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}`
+        const e = yield* freshExecution()
+        yield* Effect.flatMap(store, (s) => Effect.flatMap(mk(e, 1), s.save)).pipe(
+          Effect.provide(PostgresStore.layerConfig),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["POSTGRES_CONN_STRING", url]])))
+        )
+        const rows = yield* query<{ execution_id: string }>(`SELECT execution_id FROM "${schema}".checkpoints`)
+        expect(rows).toEqual([{ execution_id: e }])
+        const missing = yield* Effect.flip(Effect.provide(store, PostgresStore.layerConfig)).pipe(
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map()))
+        )
+        expect(missing).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "config" })
+        expect(missing.message).toContain("POSTGRES_CONN_STRING")
+      })))
+
+    it.live("layerClient shares the app's pool, ignores its name transforms, and async commit does not leak into it", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable()
+        const applicationName = freshName("ec-pg-test-shared")
+        const Pg = PgClient.layer({
+          url: Redacted.make(URL),
+          applicationName,
+          maxConnections: 2,
+          transformQueryNames: Str.camelToSnake,
+          transformResultNames: Str.snakeToCamel
+        })
+        const App = Layer.merge(
+          Pg,
+          PostgresStore.layerClient({ schema: SCHEMA, tableName, synchronousCommit: "off" }).pipe(Layer.provide(Pg))
+        )
+        const context = yield* Layer.build(App)
+        const s = Context.get(context, store)
+        const sql = Context.get(context, SqlClient.SqlClient)
+        const e = yield* freshExecution()
+        const state = { snake_case_key: { inner_key: [1, { deep_key: true }] }, camelKey: "x" }
+        const cp = yield* mk(e, 1, { state, metadata: { some_meta: 1 } })
+        yield* s.save(cp)
+        yield* s.saveMany([yield* mk(e, 2), yield* mk(e, 3)])
+        expect(view(yield* s.load(cp.id))).toEqual(view(cp))
+        expect((yield* s.listExecutions()).find((x) => x.executionId === e)).toMatchObject({ latestVersion: 3 })
+        // The app's own queries still get its transforms, and its sessions keep synchronous_commit on.
+        const rows = yield* sql<{ executionId: string }>`SELECT execution_id FROM ${sql(SCHEMA)}.${sql(tableName)} LIMIT 1`
+        expect(rows[0]?.executionId).toBe(e)
+        const settings = yield* Effect.forEach([1, 2, 3], () => sql<{ synchronousCommit: string }>`SHOW synchronous_commit`)
+        expect(settings.map((r) => r[0]?.synchronousCommit)).toEqual(["on", "on", "on"])
+        // Only the app's pool was used: no connection of the store's own.
+        const names = yield* query<{ name: string }>(
+          `SELECT DISTINCT application_name AS name FROM pg_stat_activity WHERE application_name IN ($1, 'effect-checkpoint')`,
+          [applicationName]
+        )
+        expect(names).toEqual([{ name: applicationName }])
+      })))
+
+    it.live("layerClient: a save inside the app's transaction joins it, and async commit never changes how it commits", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable()
+        const Pg = PgClient.layer({ url: Redacted.make(URL) })
+        const context = yield* Layer.build(
+          Layer.merge(Pg, PostgresStore.layerClient({ schema: SCHEMA, tableName, synchronousCommit: "off" }).pipe(Layer.provide(Pg)))
+        )
+        const s = Context.get(context, store)
+        const sql = Context.get(context, SqlClient.SqlClient)
+        const e = yield* freshExecution()
+        const first = yield* mk(e, 1)
+        // Rolled back with the app's transaction: nothing saved.
+        const rolledBack = yield* Effect.flip(sql.withTransaction(Effect.zipRight(s.save(first), Effect.fail("app failure" as const))))
+        expect(rolledBack).toBe("app failure")
+        expect(yield* s.list(e)).toEqual([])
+        // Committed with it; inside, the transaction keeps synchronous_commit on.
+        const inside = yield* sql.withTransaction(
+          Effect.zipRight(s.saveMany([first, yield* mk(e, 2)]), sql<{ synchronous_commit: string }>`SHOW synchronous_commit`)
+        )
+        expect(inside[0]?.synchronous_commit).toBe("on")
+        expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
+      })))
+
+    it.live("layerClient refuses a client that is not PostgreSQL", () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(
+          Effect.provide(store, PostgresStore.layerClient().pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" }))))
+        )
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "connect" })
+        expect(error.message).toContain("PostgreSQL")
+      }))
+
+    it.live("closing the layer closes its pool", () =>
+      Effect.gen(function*() {
+        const applicationName = freshName("ec-pg-test-close")
+        yield* withStore((table) =>
+          Effect.gen(function*() {
+            const s = yield* store
+            yield* Effect.forEach([1, 2, 3], (v) => Effect.flatMap(freshExecution(), (e) => Effect.flatMap(mk(e, v), s.save)), {
+              concurrency: 3
+            })
+            expect((yield* backendsOf(applicationName)).length).toBeGreaterThan(0)
+            expect(table.length).toBeGreaterThan(0)
+          }), { applicationName })
+        yield* eventually(Effect.map(backendsOf(applicationName), (rows) => rows.length === 0))
+      }))
+  })
+
+  describe("examples/postgres.ts", () => {
+    it.live("runs the graph, stops at the simulated crash, resumes from PostgreSQL and clears what it made", () =>
+      Effect.gen(function*() {
+        // Its table goes to this file's schema (search_path), never to public.
+        const url = `${URL}?options=${encodeURIComponent(`-c search_path=${SCHEMA}`)}`
+        const out = yield* Effect.sync(() =>
+          execFileSync("npx", ["tsx", "examples/postgres.ts"], {
+            encoding: "utf8",
+            timeout: 60_000,
+            env: { ...process.env, POSTGRES_CONN_STRING: url },
+            stdio: ["ignore", "pipe", "pipe"]
+          })
+        )
+        const executionId = /=== Run (\S+) ===/.exec(out)?.[1]
+        expect(executionId).toBeDefined()
+        expect(out).toContain("The run stopped: step 2: the worker crashed (simulated)")
+        expect(out).toContain("=== 2 checkpoints in PostgreSQL ===")
+        const resumed = out.slice(out.indexOf("=== Resume"))
+        expect(resumed).not.toContain("Running step 1")
+        expect(resumed).toContain("Running step 2")
+        expect(resumed).toContain("Final data:    Start → Step1 → Step2 → Step3")
+        expect(out).toContain("=== 4 checkpoints after the resume ===")
+        expect(out).toContain("=== Cleared: 0 checkpoints left")
+        const left = yield* query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM "${SCHEMA}".example_checkpoints WHERE execution_id = $1`,
+          [executionId]
+        )
+        expect(left).toEqual([{ n: 0 }])
+      }))
+  })
+})
