@@ -318,11 +318,14 @@ export interface Encoded {
   readonly document: string
 }
 
-const stringify = (value: unknown, id: string, what: string): Effect.Effect<string, CheckpointEncodeError> =>
-  Effect.try({
-    try: () => JSON.stringify(value),
-    catch: (e) => new CheckpointEncodeError({ id, message: `${what} cannot be encoded as JSON: ${String(e)}` })
-  })
+/** JSON text of `value`, or the error (synchronous: `toEncoded` is on every save's hot path). */
+const stringify = (value: unknown, id: string, what: string): Either.Either<string, CheckpointEncodeError> => {
+  try {
+    return Either.right(JSON.stringify(value))
+  } catch (e) {
+    return Either.left(new CheckpointEncodeError({ id, message: `${what} cannot be encoded as JSON: ${String(e)}` }))
+  }
+}
 
 /**
  * Checks a checkpoint (see {@link checkpointProblem}) and encodes it.
@@ -333,19 +336,20 @@ const stringify = (value: unknown, id: string, what: string): Effect.Effect<stri
 export const toEncoded = (cp: Checkpoint): Effect.Effect<Encoded, CheckpointEncodeError | InvalidIdentifier> => {
   const problem = checkpointProblem(cp)
   if (problem !== undefined) return Effect.fail(problem)
-  return Effect.map(
-    Effect.all([stringify(cp.state, cp.id, "state"), stringify(cp.metadata, cp.id, "metadata")]),
-    ([state, metadata]) => {
-      const next = JSON.stringify(cp.next)
-      const timestamp = cp.timestamp.toISOString()
-      const document = `{"id":${JSON.stringify(cp.id)},"executionId":${JSON.stringify(cp.executionId)},"nodeName":${
-        JSON.stringify(cp.nodeName)
-      },"version":${cp.version},"timestamp":"${timestamp}","next":${next}${
-        cp.parentId === undefined ? "" : `,"parentId":${JSON.stringify(cp.parentId)}`
-      },"metadata":${metadata},"state":${state}}`
-      return { checkpoint: cp, state, metadata, next, timestamp, document }
-    }
-  )
+  const encodedState = stringify(cp.state, cp.id, "state")
+  if (Either.isLeft(encodedState)) return Effect.fail(encodedState.left)
+  const encodedMetadata = stringify(cp.metadata, cp.id, "metadata")
+  if (Either.isLeft(encodedMetadata)) return Effect.fail(encodedMetadata.left)
+  const state = encodedState.right
+  const metadata = encodedMetadata.right
+  const next = JSON.stringify(cp.next)
+  const timestamp = cp.timestamp.toISOString()
+  const document = `{"id":${JSON.stringify(cp.id)},"executionId":${JSON.stringify(cp.executionId)},"nodeName":${
+    JSON.stringify(cp.nodeName)
+  },"version":${cp.version},"timestamp":"${timestamp}","next":${next}${
+    cp.parentId === undefined ? "" : `,"parentId":${JSON.stringify(cp.parentId)}`
+  },"metadata":${metadata},"state":${state}}`
+  return Effect.succeed({ checkpoint: cp, state, metadata, next, timestamp, document })
 }
 
 /**
