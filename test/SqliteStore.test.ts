@@ -1,0 +1,657 @@
+import { PgClient } from "@effect/sql-pg"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, String as Str } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as Checkpoint from "../src/Checkpoint.js"
+import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as SqliteStore from "../src/layers/Sqlite.js"
+import { conformance, freshExecution, mk, StoreTestKit, view } from "./conformance.js"
+
+const store = CheckpointStore.CheckpointStore
+
+/** A temp directory owned by this test file, removed when the scope closes. */
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "effect-checkpoint-sqlite-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+/** A database file in a fresh temp directory (not created yet). */
+const tempFile = Effect.map(tempDir, (dir) => path.join(dir, "store.db"))
+
+/** Runs `f` on a separate connection to `filename` (a second SqliteClient), closed afterwards. */
+const withSql = <A, E>(filename: string, f: (sql: SqlClient.SqlClient) => Effect.Effect<A, E>) =>
+  Effect.scoped(Effect.flatMap(Layer.build(SqliteClient.layer({ filename })), (ctx) => f(Context.get(ctx, SqlClient.SqlClient))))
+
+const CORRUPT = "UPDATE \"checkpoints\" SET state = '{\"truncated' WHERE id = ?"
+
+/** A fresh store in a fresh file; the kit corrupts rows through its own connection. */
+const fileUnderTest = Layer.unwrapScoped(
+  Effect.map(tempFile, (filename) =>
+    Layer.merge(
+      SqliteStore.layer({ filename }),
+      Layer.succeed(StoreTestKit, { corrupt: (cp) => withSql(filename, (sql) => sql.unsafe(CORRUPT, [cp.id])) })
+    ))
+)
+
+/** A fresh in-memory database, shared by the store (layerClient) and the kit. */
+const memoryUnderTest = Layer.merge(
+  SqliteStore.layerClient(),
+  Layer.effect(StoreTestKit, Effect.map(SqlClient.SqlClient, (sql) => ({ corrupt: (cp) => sql.unsafe(CORRUPT, [cp.id]) })))
+).pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" })))
+
+conformance("SQLite (file in a temp dir)", fileUnderTest)
+conformance("SQLite (:memory:, layerClient)", memoryUnderTest)
+
+/** Runs `body` with a store on a fresh file. */
+const withFileStore = <A, E>(
+  body: (filename: string) => Effect.Effect<A, E, CheckpointStore.CheckpointStore>,
+  options: Omit<SqliteStore.Options, "filename"> = {}
+) =>
+  Effect.scoped(Effect.flatMap(tempFile, (filename) =>
+    body(filename).pipe(Effect.provide(SqliteStore.layer({ ...options, filename })))))
+
+/** The targets of this process's open file descriptors. */
+const openFiles = (): Array<string> =>
+  fs.readdirSync("/proc/self/fd").flatMap((fd) => {
+    try {
+      return [fs.readlinkSync(path.join("/proc/self/fd", fd))]
+    } catch {
+      return []
+    }
+  })
+
+const FIXTURES = path.join(import.meta.dirname, "fixtures")
+
+/** Starts a fixture script in a child node process (TypeScript through tsx). */
+const startFixture = (script: string, args: ReadonlyArray<string>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const child = spawn(process.execPath, ["--import", "tsx", path.join(FIXTURES, script), ...args], {
+        cwd: path.join(import.meta.dirname, ".."),
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      return { child, output: () => ({ stdout, stderr }) }
+    }),
+    ({ child }) => Effect.sync(() => child.exitCode === null && child.kill("SIGKILL"))
+  )
+
+const exited = (child: ChildProcess) =>
+  Effect.async<number | null>((resume) => {
+    if (child.exitCode !== null) return resume(Effect.succeed(child.exitCode))
+    child.once("exit", (code) => resume(Effect.succeed(code)))
+  })
+
+/** Waits (polling, bounded) until `predicate` holds. */
+const until = (predicate: () => boolean, what: string, timeoutMs = 20_000) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    while (!predicate()) {
+      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out waiting for ${what}`)
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+describe("SqliteStore", () => {
+  describe("layer({ filename: \":memory:\" })", () => {
+    it.live("is a working store of its own, gone when the scope closes", () =>
+      Effect.gen(function*() {
+        const e = yield* freshExecution()
+        const cps = yield* Effect.forEach([1, 2, 3, 4], (v) => mk(e, v))
+        yield* Effect.gen(function*() {
+          const s = yield* store
+          yield* s.save(cps[0]!)
+          yield* s.saveMany(cps.slice(1))
+          expect((yield* s.list(e)).map(view)).toEqual(cps.map(view))
+          expect(Option.map(yield* s.latest(e), (c) => c.version)).toEqual(Option.some(4))
+          expect(view(yield* s.load(cps[1]!.id))).toEqual(view(cps[1]!))
+          expect((yield* Effect.flip(s.save(yield* mk(e, 2))))._tag).toBe("CheckpointConflict")
+          expect((yield* s.listExecutions()).map((x) => x.executionId)).toEqual([e])
+          expect(yield* s.prune(e, 1)).toBe(3)
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([4])
+        }).pipe(Effect.provide(SqliteStore.layer({ filename: ":memory:" })))
+        // A new layer is a new, empty database.
+        const again = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(
+          Effect.provide(SqliteStore.layer({ filename: ":memory:" }))
+        )
+        expect(again).toEqual([])
+      }))
+  })
+
+  describe("schema", () => {
+    it.live("creates the documented table, versioned, with an index that list/latest/prune/listExecutions search", () =>
+      withFileStore((filename) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.save(yield* mk(e, 1))
+          yield* withSql(filename, (sql) =>
+            Effect.gen(function*() {
+              const columns = yield* sql.unsafe<{ name: string; type: string; notnull: number; pk: number }>(
+                "SELECT name, type, \"notnull\", pk FROM pragma_table_info('checkpoints')"
+              )
+              expect(columns.map((c) => [c.name, c.type, c.notnull, c.pk])).toEqual([
+                ["id", "TEXT", 1, 1],
+                ["execution_id", "TEXT", 1, 0],
+                ["node_name", "TEXT", 1, 0],
+                ["state", "TEXT", 1, 0],
+                ["metadata", "TEXT", 1, 0],
+                ["timestamp", "TEXT", 1, 0],
+                ["version", "INTEGER", 1, 0],
+                ["next", "TEXT", 1, 0],
+                ["parent_id", "TEXT", 0, 0]
+              ])
+              const uniques = yield* sql.unsafe<{ name: string }>(
+                "SELECT l.name FROM pragma_index_list('checkpoints') AS l WHERE l.\"unique\" = 1 AND l.origin = 'u'"
+              )
+              expect(uniques.length).toBe(1)
+              const indexed = yield* sql.unsafe<{ name: string }>("SELECT name FROM pragma_index_info(?) ORDER BY seqno", [
+                uniques[0]!.name
+              ])
+              expect(indexed.map((c) => c.name)).toEqual(["execution_id", "version"])
+              const plan = (text: string, params: ReadonlyArray<unknown>) =>
+                Effect.map(
+                  sql.unsafe<{ detail: string }>(`EXPLAIN QUERY PLAN ${text}`, params as ReadonlyArray<never>),
+                  (rows) => rows.map((r) => r.detail).join(" | ")
+                )
+              const t = "\"checkpoints\""
+              const cols = "id, execution_id, node_name, state, metadata, timestamp, version, next, parent_id"
+              for (
+                const detail of [
+                  yield* plan(`SELECT ${cols} FROM ${t} WHERE execution_id = ? AND version > ? ORDER BY version LIMIT ?`, [e, 0, -1]),
+                  yield* plan(`SELECT ${cols} FROM ${t} WHERE execution_id = ? ORDER BY version DESC LIMIT 1`, [e]),
+                  yield* plan(
+                    `DELETE FROM ${t} WHERE execution_id = ? AND version <= (SELECT version FROM ${t} WHERE execution_id = ? ORDER BY version DESC LIMIT 1 OFFSET ?)`,
+                    [e, e, 1]
+                  )
+                ]
+              ) {
+                expect(detail).toMatch(new RegExp(`USING (COVERING )?INDEX ${uniques[0]!.name} \\(execution_id=\\?`))
+                expect(detail).not.toMatch(/SCAN checkpoints(?! USING)/)
+                expect(detail).not.toContain("TEMP B-TREE")
+              }
+              const grouped = yield* plan(
+                `SELECT id, execution_id, MAX(version) AS version, timestamp, next FROM ${t} GROUP BY execution_id`,
+                []
+              )
+              expect(grouped).toContain(`USING INDEX ${uniques[0]!.name}`)
+              expect(grouped).not.toContain("TEMP B-TREE")
+              const versions = yield* sql.unsafe<{ table_name: string; version: number }>(
+                `SELECT table_name, version FROM ${SqliteStore.migrationsTable}`
+              )
+              expect(versions).toEqual([{ table_name: "checkpoints", version: SqliteStore.schemaVersion }])
+              const mode = yield* sql.unsafe<{ journal_mode: string }>("PRAGMA journal_mode")
+              expect(mode[0]!.journal_mode).toBe("wal")
+            }))
+        })
+      ))
+
+    it.live("building again is idempotent and keeps the data; two tables share one file with a version each", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const e = yield* freshExecution()
+        const cp = yield* mk(e, 1)
+        const other = yield* mk(e, 1, { state: "other table" })
+        yield* Effect.flatMap(store, (s) => s.save(cp)).pipe(Effect.provide(SqliteStore.layer({ filename })))
+        yield* Effect.flatMap(store, (s) => s.save(other)).pipe(
+          Effect.provide(SqliteStore.layer({ filename, tableName: "other_runs" }))
+        )
+        for (let i = 0; i < 3; i++) {
+          const listed = yield* Effect.flatMap(store, (s) => s.list(e)).pipe(Effect.provide(SqliteStore.layer({ filename })))
+          expect(listed.map(view)).toEqual([view(cp)])
+        }
+        const listedOther = yield* Effect.flatMap(store, (s) => s.list(e)).pipe(
+          Effect.provide(SqliteStore.layer({ filename, tableName: "other_runs" }))
+        )
+        expect(listedOther.map(view)).toEqual([view(other)])
+        const versions = yield* withSql(filename, (sql) =>
+          sql.unsafe<{ table_name: string; version: number }>(
+            `SELECT table_name, version FROM ${SqliteStore.migrationsTable} ORDER BY table_name`
+          ))
+        expect(versions).toEqual([
+          { table_name: "checkpoints", version: SqliteStore.schemaVersion },
+          { table_name: "other_runs", version: SqliteStore.schemaVersion }
+        ])
+      })))
+
+    it.live("a table written by a newer schema version is refused, not guessed at", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* Effect.provide(store, SqliteStore.layer({ filename }))
+        yield* withSql(filename, (sql) => sql.unsafe(`UPDATE ${SqliteStore.migrationsTable} SET version = 99`))
+        const error = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename })))
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "sqlite", operation: "open" })
+        expect(error.message).toContain("schema version 99")
+      })))
+
+    it.live("a foreign table of the same name fails the build with CheckpointStoreError, and is left alone", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* withSql(filename, (sql) =>
+          Effect.zipRight(
+            sql.unsafe("CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, body TEXT)"),
+            sql.unsafe("INSERT INTO checkpoints (body) VALUES ('mine')")
+          ))
+        const error = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename })))
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", operation: "open" })
+        expect(error.message).toContain("not a checkpoint table")
+        const rows = yield* withSql(filename, (sql) => sql.unsafe<{ body: string }>("SELECT body FROM checkpoints"))
+        expect(rows).toEqual([{ body: "mine" }])
+      })))
+  })
+
+  describe("table names", () => {
+    const refused = [
+      "checkpoints; DROP TABLE x",
+      "a.b",
+      "\"x\"",
+      "",
+      "1abc",
+      "a-b",
+      "a b",
+      "x".repeat(64),
+      "sqlite_master",
+      "SQLITE_x",
+      SqliteStore.migrationsTable,
+      "tablé"
+    ]
+
+    it.live("a bad tableName fails the layer build with InvalidIdentifier before the file is touched", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        for (const tableName of refused) {
+          const error = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename, tableName })))
+          expect(error, tableName).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName", value: tableName })
+          const viaClient = yield* Effect.flip(
+            Effect.provide(store, SqliteStore.layerClient({ tableName }).pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" }))))
+          )
+          expect(viaClient, tableName).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName" })
+        }
+        expect(fs.existsSync(filename)).toBe(false)
+      })))
+
+    it.live("any valid name works, SQL keywords and mixed case included (names are always quoted)", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        for (const tableName of ["select", "Order", "_", "t".repeat(63), "group_by_2"]) {
+          const e = yield* freshExecution()
+          const cp = yield* mk(e, 1)
+          const listed = yield* Effect.gen(function*() {
+            const s = yield* store
+            yield* s.save(cp)
+            yield* s.saveMany([yield* mk(e, 2), yield* mk(e, 3)])
+            expect(yield* s.prune(e, 2)).toBe(1)
+            expect((yield* s.listExecutions()).map((x) => x.executionId)).toEqual([e])
+            return yield* s.list(e)
+          }).pipe(Effect.provide(SqliteStore.layer({ filename, tableName })))
+          expect(listed.map((c) => c.version), tableName).toEqual([2, 3])
+        }
+      })))
+  })
+
+  describe("conflicts and batches", () => {
+    it.live("a duplicate id or (executionId, version) is CheckpointConflict naming the incoming checkpoint; other errors are not", () =>
+      withFileStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const other = yield* freshExecution("other")
+          const first = yield* mk(e, 1)
+          yield* s.save(first)
+          const sameSlot = yield* mk(e, 1)
+          expect(yield* Effect.flip(s.save(sameSlot))).toMatchObject({
+            _tag: "CheckpointConflict",
+            executionId: e,
+            version: 1,
+            id: sameSlot.id
+          })
+          const sameId = yield* mk(other, 5, { id: first.id })
+          expect(yield* Effect.flip(s.save(sameId))).toMatchObject({ _tag: "CheckpointConflict", executionId: other, version: 5 })
+          // In a batch, the conflict names the checkpoint that collided, not the first of the batch.
+          const batch = [yield* mk(other, 1), yield* mk(other, 2), yield* mk(e, 1), yield* mk(other, 3)]
+          expect(yield* Effect.flip(s.saveMany(batch))).toMatchObject({
+            _tag: "CheckpointConflict",
+            executionId: e,
+            version: 1,
+            id: batch[2]!.id
+          })
+          const idBatch = [yield* mk(other, 1), yield* mk(other, 9, { id: first.id })]
+          expect(yield* Effect.flip(s.saveMany(idBatch))).toMatchObject({ _tag: "CheckpointConflict", version: 9 })
+          expect(yield* s.list(other)).toEqual([])
+        })
+      ))
+
+    it.live("saveMany writes thousands in one statement (beyond SQLite's bound-parameter limit), all or nothing", () =>
+      withFileStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          // 5000 checkpoints × 9 columns = 45 000 values: more than the 32 766 parameters one statement may bind.
+          const cps = yield* Effect.forEach(Array.from({ length: 5000 }, (_, i) => i + 1), (v) =>
+            mk(e, v, { state: { v, text: "ü\u2028\"'\\" } }))
+          const clash = yield* mk(e, 5000)
+          const bad = [...cps.slice(0, 4999), clash, cps[4999]!]
+          expect((yield* Effect.flip(s.saveMany(bad)))._tag).toBe("CheckpointConflict")
+          expect(yield* s.list(e)).toEqual([])
+          yield* s.saveMany(cps)
+          const listed = yield* s.list(e)
+          expect(listed.length).toBe(5000)
+          expect(listed.map(view)).toEqual(cps.map(view))
+          expect(yield* s.prune(e, 10)).toBe(4990)
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual(Array.from({ length: 10 }, (_, i) => 4991 + i))
+        })
+      ))
+  })
+
+  describe("corrupt rows written by hand", () => {
+    it.live("each kind of damage fails load/list/latest with CheckpointDecodeError naming the id", () =>
+      withFileStore((filename) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const damage: ReadonlyArray<readonly [string, string]> = [
+            ["state = '{\"a\": '", "state"],
+            ["metadata = '[1, 2]'", "metadata"],
+            ["metadata = 'not json'", "metadata"],
+            ["next = '\"step\"'", "next"],
+            ["next = '[1]'", "next"],
+            ["version = 'seven'", "version"],
+            ["version = 0", "version"],
+            ["timestamp = 'yesterday'", "timestamp"],
+            ["state = x'7b7d'", "state"],
+            ["parent_id = '../etc'", "parentId"],
+            ["execution_id = 'a/b'", "executionId"]
+          ]
+          for (const [set, what] of damage) {
+            const e = yield* freshExecution()
+            const cps = yield* Effect.forEach([1, 2], (v) => mk(e, v))
+            yield* s.saveMany(cps)
+            const bad = cps[1]!
+            yield* withSql(filename, (sql) => sql.unsafe(`UPDATE checkpoints SET ${set} WHERE id = ?`, [bad.id]))
+            const onLoad = yield* Effect.flip(s.load(bad.id))
+            expect(onLoad, set).toMatchObject({ _tag: "CheckpointDecodeError", id: bad.id })
+            expect(onLoad.message, set).toContain(what)
+            if (what !== "executionId" && what !== "version") {
+              expect(yield* Effect.flip(s.list(e)), set).toMatchObject({ _tag: "CheckpointDecodeError", id: bad.id })
+              expect(yield* Effect.flip(s.latest(e)), set).toMatchObject({ _tag: "CheckpointDecodeError", id: bad.id })
+            }
+            expect(view(yield* s.load(cps[0]!.id))).toEqual(view(cps[0]!))
+            yield* s.delete(bad.id)
+          }
+        })
+      ))
+
+    it.live("listExecutions reads no state: a corrupt state still lists; a corrupt latest next or timestamp fails naming it", () =>
+      withFileStore((filename) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const cp = yield* mk(e, 1, { next: [] })
+          yield* s.save(cp)
+          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET state = '{' WHERE id = ?", [cp.id]))
+          const summaries = yield* s.listExecutions()
+          expect(summaries).toEqual([{
+            executionId: e,
+            latestVersion: 1,
+            latestCheckpointId: cp.id,
+            updatedAt: cp.timestamp,
+            pending: false
+          }])
+          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET next = 'oops' WHERE id = ?", [cp.id]))
+          expect(yield* Effect.flip(s.listExecutions())).toMatchObject({ _tag: "CheckpointDecodeError", id: cp.id })
+          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET next = '[]', timestamp = 'soon' WHERE id = ?", [cp.id]))
+          expect(yield* Effect.flip(s.listExecutions())).toMatchObject({ _tag: "CheckpointDecodeError", id: cp.id })
+          yield* s.clear(e)
+          expect(yield* s.listExecutions()).toEqual([])
+        })
+      ))
+  })
+
+  describe("opening and closing", () => {
+    it.live("after the scope closes the file is not held open: no descriptor, no -wal/-shm, and it can be removed and recreated", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const e = yield* freshExecution()
+        const cp = yield* mk(e, 1)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const ctx = yield* Layer.build(SqliteStore.layer({ filename }))
+          yield* Context.get(ctx, store).save(cp)
+          // While the layer lives, this process holds the file (so the check below can see a leak).
+          expect(openFiles()).toContain(filename)
+        }))
+        expect(openFiles().filter((f) => f.startsWith(filename))).toEqual([])
+        expect(fs.existsSync(`${filename}-wal`)).toBe(false)
+        expect(fs.existsSync(`${filename}-shm`)).toBe(false)
+        // Everything was checkpointed into the main file: a fresh layer reads it back.
+        const loaded = yield* Effect.flatMap(store, (s) => s.load(cp.id)).pipe(Effect.provide(SqliteStore.layer({ filename })))
+        expect(view(loaded)).toEqual(view(cp))
+        fs.rmSync(filename)
+        const fresh = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(Effect.provide(SqliteStore.layer({ filename })))
+        expect(fresh).toEqual([])
+        expect(openFiles().filter((f) => f.startsWith(filename))).toEqual([])
+      })))
+
+    it.live("a failed build closes the file too", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* withSql(filename, (sql) => sql.unsafe("CREATE TABLE checkpoints (x)"))
+        expect((yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename }))))._tag).toBe("CheckpointStoreError")
+        expect(openFiles().filter((f) => f.startsWith(filename))).toEqual([])
+      })))
+
+    it.live("a file that cannot be opened fails the build with CheckpointStoreError, never a defect", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const dir = yield* tempDir
+        const missingDir = yield* Effect.flip(
+          Effect.provide(store, SqliteStore.layer({ filename: path.join(dir, "no", "such", "dir", "x.db") }))
+        )
+        expect(missingDir).toMatchObject({ _tag: "CheckpointStoreError", backend: "sqlite", operation: "open" })
+        expect(missingDir.message).toContain("directory does not exist")
+        const notADatabase = path.join(dir, "text.db")
+        fs.writeFileSync(notADatabase, "this is not a database ".repeat(100))
+        const garbage = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename: notADatabase })))
+        expect(garbage).toMatchObject({ _tag: "CheckpointStoreError", operation: "open" })
+        expect(garbage.message).toContain("not a database")
+        const aDirectory = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename: dir })))
+        expect(aDirectory).toMatchObject({ _tag: "CheckpointStoreError", operation: "open" })
+      })))
+
+    it.live("synchronous FULL works like NORMAL (only durability differs)", () =>
+      withFileStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const cps = yield* Effect.forEach([1, 2, 3], (v) => mk(e, v))
+          yield* s.save(cps[0]!)
+          yield* s.saveMany(cps.slice(1))
+          expect((yield* s.list(e)).map(view)).toEqual(cps.map(view))
+        }), { synchronous: "FULL" }))
+
+    it.live("layerConfig reads SQLITE_DB_PATH, and defaults to ./checkpoints.db", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const dir = yield* tempDir
+        const filename = path.join(dir, "from-config.db")
+        const e = yield* freshExecution()
+        yield* Effect.flatMap(store, (s) => Effect.flatMap(mk(e, 1), s.save)).pipe(
+          Effect.provide(SqliteStore.layerConfig),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SQLITE_DB_PATH", filename]])))
+        )
+        const listed = yield* Effect.flatMap(store, (s) => s.list(e)).pipe(Effect.provide(SqliteStore.layer({ filename })))
+        expect(listed.map((c) => c.version)).toEqual([1])
+        // The default is relative to the working directory.
+        const cwd = process.cwd()
+        yield* Effect.acquireRelease(Effect.sync(() => process.chdir(dir)), () => Effect.sync(() => process.chdir(cwd)))
+        yield* Effect.flatMap(store, (s) => Effect.flatMap(mk(e, 1), s.save)).pipe(
+          Effect.provide(SqliteStore.layerConfig),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map()))
+        )
+        expect(fs.existsSync(path.join(dir, "checkpoints.db"))).toBe(true)
+      })))
+  })
+
+  describe("layerClient", () => {
+    it.live("joins the app's transaction: a rolled-back transaction takes the checkpoint back", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const s = yield* store
+        const e = yield* freshExecution()
+        const kept = yield* mk(e, 1)
+        const rolledBack = yield* mk(e, 2)
+        yield* sql.withTransaction(s.save(kept))
+        const failed = yield* Effect.either(sql.withTransaction(Effect.zipRight(s.save(rolledBack), Effect.fail("app error"))))
+        expect(Either.isLeft(failed)).toBe(true)
+        expect((yield* s.list(e)).map((c) => c.id)).toEqual([kept.id])
+      }).pipe(Effect.provide(SqliteStore.layerClient().pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" }))))))
+
+    it.live("works on a client that transforms result names, and leaves the client open", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const e = yield* freshExecution()
+        const cps = yield* Effect.forEach([1, 2], (v) => mk(e, v, { parentId: undefined }))
+        yield* Effect.gen(function*() {
+          const s = yield* store
+          yield* s.saveMany(cps)
+          expect((yield* s.list(e)).map(view)).toEqual(cps.map(view))
+          expect((yield* s.listExecutions())[0]).toMatchObject({ executionId: e, latestVersion: 2 })
+        }).pipe(Effect.provide(SqliteStore.layerClient({ tableName: "app_checkpoints" })))
+        // The store's scope is closed; the app's client still works and sees the rows (names transformed).
+        const rows = yield* sql<{ executionId: string }>`SELECT execution_id FROM app_checkpoints`
+        expect(rows).toEqual([{ executionId: e }, { executionId: e }])
+      }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:", transformResultNames: Str.snakeToCamel }))))
+
+    it.live("refuses a client that is not SQLite", () =>
+      Effect.gen(function*() {
+        const url = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+        const error = yield* Effect.flip(
+          Effect.provide(store, SqliteStore.layerClient().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(url) }))))
+        )
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", operation: "open" })
+        expect(error.message).toContain("SQLite")
+      }))
+  })
+
+  describe("several writers on one file", () => {
+    it.live("two layers in one process, built at once and writing at once, never see \"database is locked\"", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const [one, two] = yield* Effect.all(
+          [Layer.build(SqliteStore.layer({ filename })), Layer.build(SqliteStore.layer({ filename }))],
+          { concurrency: "unbounded" }
+        )
+        const s1 = Context.get(one, store)
+        const s2 = Context.get(two, store)
+        const e = yield* freshExecution()
+        const results = yield* Effect.forEach(
+          Array.from({ length: 100 }, (_, i) => i),
+          (i) => Effect.either(Effect.flatMap(mk(e, Math.floor(i / 2) + 1, { state: i }), (i % 2 === 0 ? s1 : s2).save)),
+          { concurrency: "unbounded" }
+        )
+        const failures = results.filter(Either.isLeft).map((r) => r.left)
+        expect(failures.length).toBe(50)
+        expect(failures.every((f) => f._tag === "CheckpointConflict")).toBe(true)
+        expect((yield* s2.list(e)).map((c) => c.version)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1))
+      })))
+
+    it.live("waits for another PROCESS's write lock instead of failing; reads go on meanwhile; busyTimeout bounds the wait", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const patient = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        const impatient = Context.get(yield* Layer.build(SqliteStore.layer({ filename, busyTimeout: 0 })), store)
+        const e = yield* freshExecution()
+        const first = yield* mk(e, 1)
+        yield* patient.save(first)
+        const holder = yield* startFixture("sqlite-lock-holder.ts", [filename, "1500"])
+        yield* until(() => holder.output().stdout.includes("locked"), "the lock holder")
+        // Without a busy timeout, a write under another process's lock fails at once: the store maps it.
+        const locked = yield* Effect.flip(Effect.flatMap(mk(e, 2), impatient.save))
+        expect(locked).toMatchObject({ _tag: "CheckpointStoreError", backend: "sqlite", operation: "save" })
+        expect(locked.message).toContain("database is locked")
+        expect(locked.cause).toMatchObject({ code: "SQLITE_BUSY" })
+        // WAL: readers are not blocked by the writer.
+        expect((yield* impatient.list(e)).map(view)).toEqual([view(first)])
+        // With one, the write waits for the lock and lands.
+        expect(holder.output().stdout).not.toContain("released")
+        yield* Effect.flatMap(mk(e, 2), patient.save)
+        expect(yield* exited(holder.child)).toBe(0)
+        expect(holder.output().stdout).toContain("released")
+        expect((yield* patient.list(e)).map((c) => c.version)).toEqual([1, 2])
+      })))
+
+    it.live("three PROCESSES opening one NEW file at the same instant all get a store (WAL switch and schema race)", () =>
+      Effect.gen(function*() {
+        for (let round = 0; round < 3; round++) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const filename = yield* tempFile
+            const startAt = Date.now() + 1500
+            const writers = yield* Effect.forEach(["p1", "p2", "p3"], (label) =>
+              startFixture("sqlite-writer.ts", [filename, "checkpoints", label, "2", String(startAt), "shared"]))
+            yield* Effect.forEach(writers, (w) => exited(w.child), { concurrency: "unbounded" })
+            for (const w of writers) {
+              const report = JSON.parse(w.output().stdout.trim()) as { buildError?: string; errors?: Array<string> }
+              expect(report.buildError, `round ${round}`).toBeUndefined()
+              expect(report.errors).toEqual([])
+            }
+            const executions = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(
+              Effect.provide(SqliteStore.layer({ filename }))
+            )
+            expect(executions.map((x) => x.executionId).sort()).toEqual(["p1-own", "p2-own", "p3-own", "shared"])
+          }))
+        }
+      }), 60_000)
+
+    it.live("two PROCESSES writing to one file at once: every write lands, races resolve as conflicts, nothing is locked", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const table = "shared_runs"
+        const shared = yield* freshExecution("shared")
+        const count = 120
+        const startAt = Date.now() + 2500
+        const writers = yield* Effect.forEach(["writer-a", "writer-b"], (label) =>
+          startFixture("sqlite-writer.ts", [filename, table, label, String(count), String(startAt), shared]))
+        const codes = yield* Effect.forEach(writers, (w) => exited(w.child), { concurrency: "unbounded" })
+        const reports = writers.map((w) => {
+          const { stdout, stderr } = w.output()
+          expect(stderr).toBe("")
+          return JSON.parse(stdout.trim()) as {
+            label: string
+            buildError?: string
+            won: Array<number>
+            conflicts: number
+            errors: Array<string>
+            firstWriteAt: number
+            lastWriteAt: number
+          }
+        })
+        for (const r of reports) expect(r.buildError, r.label).toBeUndefined()
+        expect(codes).toEqual([0, 0])
+        for (const r of reports) expect(r.errors, r.label).toEqual([])
+        const [a, b] = reports as [typeof reports[0], typeof reports[0]]
+        // They really wrote at the same time.
+        expect(a.firstWriteAt < b.lastWriteAt && b.firstWriteAt < a.lastWriteAt).toBe(true)
+        // Each version of the shared execution went to exactly one of them.
+        expect([...a.won, ...b.won].sort((x, y) => x - y)).toEqual(Array.from({ length: count }, (_, i) => i + 1))
+        expect(a.conflicts + b.conflicts).toBe(count)
+        yield* Effect.gen(function*() {
+          const s = yield* store
+          const winners = new Map([...a.won.map((v) => [v, "writer-a"] as const), ...b.won.map((v) => [v, "writer-b"] as const)])
+          const listed = yield* s.list(shared)
+          expect(listed.map((c) => [c.version, (c.state as { writer: string }).writer])).toEqual(
+            [...winners.entries()].sort((x, y) => x[0] - y[0])
+          )
+          for (const label of ["writer-a", "writer-b"]) {
+            const own = yield* s.list(`${label}-own` as Checkpoint.ExecutionId)
+            expect(own.map((c) => c.version)).toEqual(Array.from({ length: count }, (_, i) => i + 1))
+            const batches = yield* s.list(`${label}-batches` as Checkpoint.ExecutionId)
+            expect(batches.map((c) => c.version)).toEqual([116, 117, 118, 119, 120])
+          }
+        }).pipe(Effect.provide(SqliteStore.layer({ filename, tableName: table })))
+      })), 60_000)
+  })
+})
