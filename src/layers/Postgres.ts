@@ -21,7 +21,8 @@
  * PostgreSQL schema): a later release migrates the table it finds there.
  *
  * Every operation is one statement (one round trip): `save` is one `INSERT`,
- * `saveMany` one multi-row `INSERT` (all or nothing), `list` pushes `limit` and
+ * `saveMany` one multi-row `INSERT` (all or nothing; a batch of more than 5000
+ * runs one `INSERT` per 5000 in one transaction), `list` pushes `limit` and
  * `afterVersion` into SQL, `latest` is `ORDER BY version DESC LIMIT 1`,
  * `prune` and `listExecutions` are one statement each.
  *
@@ -55,11 +56,12 @@ import { redact, storeError } from "../internal/storeError.js"
 /**
  * `synchronous_commit` for the store's saves. `"on"` (the default) makes a
  * save return only after its commit is flushed to disk. `"off"` lets a save
- * return before: roughly twice as fast, and a crash of the PostgreSQL server
- * (not of your process) may lose the last saves made within about
- * `3 × wal_writer_delay` (600 ms by default) — never corrupting the table or
- * keeping half of a `saveMany`. It applies to the store's `INSERT`s only, not
- * to the connection, so a shared pool keeps its own setting.
+ * return before the flush (measured here: a save takes ~60% of the time), and
+ * a crash of the PostgreSQL server or its machine (not of your process) may
+ * lose the saves of the last `3 × wal_writer_delay` (600 ms by default) —
+ * never corrupting the table or keeping half of a `saveMany`. It applies to
+ * the store's `INSERT`s only, not to the connection, so a shared pool keeps
+ * its own setting, and not inside a transaction of yours (see {@link layerClient}).
  *
  * @since 0.1.0
  * @category models
@@ -101,7 +103,7 @@ export interface Options extends ClientOptions {
   readonly url: string | Redacted.Redacted<string>
   /** The `application_name` of the store's connections (default `"effect-checkpoint"`). */
   readonly applicationName?: string | undefined
-  /** How long connecting may take before the layer (or a statement) fails (default 5 seconds). */
+  /** How long opening a connection may take — when the layer is built, and when the pool opens a new one (default 5 seconds). */
   readonly connectTimeout?: Duration.DurationInput | undefined
   /** The size of the connection pool (default 10). */
   readonly maxConnections?: number | undefined
@@ -688,7 +690,7 @@ const ensureSchema = (sql: SqlClient.SqlClient, names: Names) =>
             )
           ))
         }
-        version = schemaVersion
+        version = 1 // the layout just checked; later migrations (if any) run below
       } else if (version > 0 && !now.table_exists) {
         // The table was dropped but its record was not: make it again.
         version = 0
@@ -742,6 +744,12 @@ const layoutProblems = (sql: SqlClient.SqlClient, table: string) =>
  * A PostgreSQL store over the `SqlClient` your app already has (a
  * `PgClient.layer`), so the store shares its pool. The table is created or
  * migrated when the layer is built; the client is yours to close.
+ *
+ * A save made inside your `sql.withTransaction(…)` joins that transaction: it
+ * commits or rolls back with your own writes (and `synchronousCommit: "off"`
+ * then leaves the transaction's commit as it is). The client's name
+ * transforms (`transformQueryNames`, `transformResultNames`) never apply to
+ * the store's statements or to the checkpoints' JSON.
  *
  * @example
  * ```ts
