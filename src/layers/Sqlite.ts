@@ -24,8 +24,9 @@
  * so a later release adds a column with a migration, never by hand.
  *
  * Every operation is ONE SQL statement (so one implicit transaction):
- * `saveMany` inserts the whole batch with one `INSERT … SELECT … FROM
- * json_each(?)`, `prune` is one `DELETE`, `listExecutions` one grouped query.
+ * `saveMany` inserts the whole batch with one multi-row `INSERT` (one
+ * `INSERT … SELECT … FROM json_each(?)` past 500 checkpoints), `prune` is one
+ * `DELETE`, `listExecutions` one grouped query.
  *
  * @since 0.1.0
  */
@@ -296,13 +297,33 @@ const paramsOf = (e: Checkpoint.Encoded): ReadonlyArray<unknown> => {
 // The store
 // -----------------------------------------------------------------------------
 
+/**
+ * The largest batch written as one multi-row `VALUES` statement (9 bound
+ * values a row, well under SQLite's 32 766). Larger batches go in one
+ * `INSERT … SELECT … FROM json_each(?)`: still one statement, any size, but
+ * the JSON round trip costs more per row.
+ */
+const MAX_VALUES_ROWS = 500
+
 /** The statements of one table, built once. */
 const statementsFor = (table: string) => {
   const t = `"${table}"`
-  const fromBatch = COLUMNS.map((_, i) => `value ->> ${i}`).join(", ")
+  const fromJson = COLUMNS.map((_, i) => `value ->> ${i}`).join(", ")
+  const row = `(${COLUMNS.map(() => "?").join(", ")})`
+  const valuesTexts = new Map<number, string>()
   return {
-    insert: `INSERT INTO ${t} (${COLUMN_LIST}) VALUES (${COLUMNS.map(() => "?").join(", ")})`,
-    insertBatch: `INSERT INTO ${t} (${COLUMN_LIST}) SELECT ${fromBatch} FROM json_each(?)`,
+    insert: `INSERT INTO ${t} (${COLUMN_LIST}) VALUES ${row}`,
+    /** `n` rows in one statement (at most {@link MAX_VALUES_ROWS}); the text of each size is built once. */
+    insertValues: (n: number): string => {
+      let text = valuesTexts.get(n)
+      if (text === undefined) {
+        text = `INSERT INTO ${t} (${COLUMN_LIST}) VALUES ${Array.from({ length: n }, () => row).join(", ")}`
+        valuesTexts.set(n, text)
+      }
+      return text
+    },
+    /** Any number of rows in one statement: one JSON array of rows as the only parameter. */
+    insertJson: `INSERT INTO ${t} (${COLUMN_LIST}) SELECT ${fromJson} FROM json_each(?)`,
     /** The index (in the batch) of the first checkpoint that collides with a stored one. */
     batchConflict: `SELECT b.key AS at FROM json_each(?) AS b WHERE ` +
       `EXISTS (SELECT 1 FROM ${t} WHERE id = b.value ->> 0) OR ` +
@@ -389,12 +410,15 @@ const makeStore = (db: Db, table: string): Effect.Effect<CheckpointStore.Service
     const insertBatch = (
       batch: ReadonlyArray<Checkpoint.Encoded>
     ): Effect.Effect<unknown, CheckpointConflict | CheckpointStoreError> => {
-      const json = JSON.stringify(batch.map(paramsOf))
-      return Effect.catchAll(db.all(q.insertBatch, [json]), (e): Effect.Effect<never, CheckpointConflict | CheckpointStoreError> =>
+      const rows = batch.map(paramsOf)
+      const write = batch.length <= MAX_VALUES_ROWS
+        ? db.all(q.insertValues(batch.length), rows.flat())
+        : db.all(q.insertJson, [JSON.stringify(rows)])
+      return Effect.catchAll(write, (e): Effect.Effect<never, CheckpointConflict | CheckpointStoreError> =>
         isUniqueViolation(e)
           // Name the checkpoint that collided (the first one, if it is gone again by now).
           ? Effect.flatMap(
-            Effect.orElseSucceed(db.all(q.batchConflict, [json]), (): ReadonlyArray<Row> => []),
+            Effect.orElseSucceed(db.all(q.batchConflict, [JSON.stringify(rows)]), (): ReadonlyArray<Row> => []),
             (rows): Effect.Effect<never, CheckpointConflict> =>
               Effect.fail(conflictOf((batch[Number(rows[0]?.at ?? 0)] ?? batch[0]!).checkpoint))
           )
