@@ -1,0 +1,821 @@
+/**
+ * The Redis checkpoint store, on `ioredis`: the fast shared store, with an
+ * optional time-to-live.
+ *
+ * Keys (every name starts with the store's `prefix`):
+ *
+ * | key | type | holds |
+ * |---|---|---|
+ * | `{prefix}checkpoint:{id}` | string | the checkpoint as one JSON document |
+ * | `{prefix}execution:{executionId}:checkpoints` | sorted set | the ids of the execution's checkpoints, scored by version |
+ * | `{prefix}executions` | sorted set | the execution ids, scored by the time of their last save (epoch ms) |
+ *
+ * Every operation is one round trip: `load` is one `GET`; every other
+ * operation is one Lua script (`EVALSHA`), so a write is atomic — the
+ * `(executionId, version)` and `id` checks and the writes of a save or of a
+ * whole `saveMany` batch happen together or not at all. `clear` and `prune`
+ * find their keys through the execution's sorted set, never with `KEYS` or
+ * `SCAN`.
+ *
+ * With a `ttl`, every save sets it on the checkpoint's key and (re)sets it on
+ * the execution's sorted set and on the executions set: a checkpoint is gone
+ * `ttl` after it was saved; the indexes live until `ttl` after the last save.
+ * A checkpoint whose key expired (or vanished any other way) is gone, not
+ * corrupt: `list`, `latest` and `listExecutions` skip it and remove it from
+ * the index, and its version can be saved again.
+ *
+ * The store needs a standalone Redis (or a primary of a replicated one), 6.2
+ * or newer; Redis Cluster is not supported (a script touches keys that can
+ * live in different slots).
+ *
+ * @since 0.1.0
+ */
+import { Config, Duration, Effect, identity, Layer, Option, Redacted } from "effect"
+import { Redis, type RedisOptions } from "ioredis"
+import { createHash } from "node:crypto"
+import * as Checkpoint from "../Checkpoint.js"
+import {
+  CheckpointConflict,
+  CheckpointDecodeError,
+  type CheckpointStoreError,
+  type InvalidIdentifier
+} from "../CheckpointError.js"
+import * as CheckpointStore from "../CheckpointStore.js"
+import { checkPrefix, isValidId } from "../internal/identifier.js"
+import { storeError } from "../internal/storeError.js"
+
+const BACKEND = "redis"
+
+// -----------------------------------------------------------------------------
+// Options
+// -----------------------------------------------------------------------------
+
+/**
+ * What the store does with the keys, whatever the connection.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoreOptions {
+  /**
+   * Prepended to every key (`[A-Za-z0-9_:.-]{0,64}`, e.g. `"myapp:"`); two
+   * stores with different prefixes never see each other. Default `""`.
+   */
+  readonly prefix?: string | undefined
+  /**
+   * How long a saved checkpoint lives. Unset, zero or infinite: forever.
+   * Counted from each save; see the module documentation.
+   */
+  readonly ttl?: Duration.DurationInput | undefined
+}
+
+/**
+ * How the store's own client connects and how long it waits.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientOptions {
+  /** The name the connection gets (`CLIENT SETNAME`), to find it in `CLIENT LIST`. Default `"effect-checkpoint"`. */
+  readonly connectionName?: string | undefined
+  /** How long to wait for the server to accept a connection. Default 5 seconds. */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /**
+   * How long one operation waits for its reply before it fails with
+   * `CheckpointStoreError` (a stalled server or network). Default 5 seconds.
+   */
+  readonly commandTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * Connect with a URL: `redis://[[username]:password@]host[:port][/db]`,
+ * `rediss://…` for TLS, or a plain `host:port`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface UrlOptions {
+  readonly url: string | Redacted.Redacted<string>
+}
+
+/**
+ * Connect with separate fields (the reference's `Addr`, `Password`, `DB`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HostOptions {
+  /** Default `"localhost"`. */
+  readonly host?: string | undefined
+  /** Default `6379`. */
+  readonly port?: number | undefined
+  readonly username?: string | undefined
+  readonly password?: string | Redacted.Redacted<string> | undefined
+  /** The database number. Default `0`. */
+  readonly db?: number | undefined
+}
+
+/**
+ * Options of {@link layer}: a connection (a URL or host fields), the store's
+ * key prefix and ttl, and the client's timeouts.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Options = (UrlOptions | HostOptions) & StoreOptions & ClientOptions
+
+// -----------------------------------------------------------------------------
+// Lua scripts
+// -----------------------------------------------------------------------------
+
+/**
+ * Shared by every script: `ARGV[1]` is the full key prefix (the client's
+ * `keyPrefix` + the store's prefix), from which keys named by an index member
+ * are built.
+ */
+const PRELUDE = `
+local P = ARGV[1]
+local function ckey(id) return P .. 'checkpoint:' .. id end
+local function xkey(e) return P .. 'execution:' .. e .. ':checkpoints' end
+local ekey = P .. 'executions'
+local CHUNK = 512
+
+-- Sets the expiry of the index keys after a save: ttl > 0 sets it on the
+-- execution's set and lets the executions set live at least as long; 0 makes
+-- both persistent, so an index never expires before a checkpoint it lists.
+local function expire(x, ttl, freshE)
+  if ttl > 0 then
+    redis.call('PEXPIRE', x, ttl)
+    local left = redis.call('PTTL', ekey)
+    if freshE or (left >= 0 and left < ttl) then redis.call('PEXPIRE', ekey, ttl) end
+  else
+    redis.call('PERSIST', x)
+    redis.call('PERSIST', ekey)
+  end
+end
+
+-- true when version v of the execution set x is held by a live checkpoint;
+-- members whose checkpoint vanished (expired) are removed, freeing the slot.
+local function taken(x, v)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', x, v, v)) do
+    if redis.call('EXISTS', ckey(m)) == 1 then return true end
+    redis.call('ZREM', x, m)
+  end
+  return false
+end
+
+-- Appends {id, version, document} for every live member of a WITHSCORES page
+-- to out (document = false for a key that is not a string); removes the
+-- members whose checkpoint vanished from x. Returns how many were appended
+-- and whether any had vanished.
+local function collect(x, page, out)
+  local found, gone = 0, false
+  local i = 1
+  while i <= #page do
+    local keys, members, scores = {}, {}, {}
+    while i <= #page and #keys < CHUNK do
+      members[#members + 1] = page[i]
+      scores[#scores + 1] = page[i + 1]
+      keys[#keys + 1] = ckey(page[i])
+      i = i + 2
+    end
+    local docs = redis.call('MGET', unpack(keys))
+    for k = 1, #keys do
+      local doc = docs[k]
+      if not doc and redis.call('EXISTS', keys[k]) == 0 then
+        redis.call('ZREM', x, members[k])
+        gone = true
+      else
+        out[#out + 1] = members[k]
+        out[#out + 1] = scores[k]
+        out[#out + 1] = doc
+        found = found + 1
+      end
+    end
+  end
+  return found, gone
+end
+`
+
+/** KEYS: checkpoint, execution set, executions. ARGV: P, id, executionId, version, document, ttl ms, now ms. → 1 saved, 0 conflict. */
+const SAVE = `${PRELUDE}
+local id, e, v, doc, ttl, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+if redis.call('EXISTS', KEYS[1]) == 1 or taken(KEYS[2], v) then return 0 end
+local freshE = redis.call('EXISTS', KEYS[3]) == 0
+redis.call('ZADD', KEYS[3], now, e)
+redis.call('ZADD', KEYS[2], v, id)
+if ttl > 0 then redis.call('SET', KEYS[1], doc, 'PX', ttl) else redis.call('SET', KEYS[1], doc) end
+expire(KEYS[2], ttl, freshE)
+return 1
+`
+
+/**
+ * KEYS: executions. ARGV: P, ttl ms, now ms, then (id, executionId, version, document) per checkpoint.
+ * → 0 saved, i = the i-th checkpoint conflicts (nothing written).
+ */
+const SAVE_MANY = `${PRELUDE}
+local ttl, now = tonumber(ARGV[2]), ARGV[3]
+local n = (#ARGV - 3) / 4
+for i = 0, n - 1 do
+  local at = 4 + 4 * i
+  if redis.call('EXISTS', ckey(ARGV[at])) == 1 or taken(xkey(ARGV[at + 1]), ARGV[at + 2]) then return i + 1 end
+end
+local freshE = redis.call('EXISTS', KEYS[1]) == 0
+for i = 0, n - 1 do
+  local at = 4 + 4 * i
+  local id, e, v, doc = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local x = xkey(e)
+  redis.call('ZADD', KEYS[1], now, e)
+  redis.call('ZADD', x, v, id)
+  if ttl > 0 then redis.call('SET', ckey(id), doc, 'PX', ttl) else redis.call('SET', ckey(id), doc) end
+  expire(x, ttl, freshE)
+  freshE = false
+end
+return 0
+`
+
+/**
+ * KEYS: execution set. ARGV: P, '1' = newest first, exclusive bound, limit (-1 = all).
+ * → flat {id, version, document} triples of live checkpoints in order.
+ */
+const READ = `${PRELUDE}
+local x, rev, bound, limit = KEYS[1], ARGV[2] == '1', ARGV[3], tonumber(ARGV[4])
+local out, total = {}, 0
+while true do
+  local want = -1
+  if limit >= 0 then want = limit - total end
+  local page
+  if rev then
+    page = redis.call('ZREVRANGEBYSCORE', x, bound, '-inf', 'WITHSCORES', 'LIMIT', 0, want)
+  else
+    page = redis.call('ZRANGEBYSCORE', x, bound, '+inf', 'WITHSCORES', 'LIMIT', 0, want)
+  end
+  if #page == 0 then break end
+  local found, gone = collect(x, page, out)
+  total = total + found
+  if not gone or limit < 0 or total >= limit then break end
+  bound = '(' .. page[#page]
+end
+return out
+`
+
+/**
+ * KEYS: executions. ARGV: P. → flat {executionId, id, version, document} per
+ * execution with a live checkpoint; the others are removed from the set.
+ */
+const LIST_EXECUTIONS = `${PRELUDE}
+local out = {}
+for _, e in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local x = xkey(e)
+  local hi, got = '+inf', false
+  while true do
+    local page = redis.call('ZREVRANGEBYSCORE', x, hi, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #page == 0 then break end
+    local one = {}
+    if collect(x, page, one) > 0 then
+      out[#out + 1] = e
+      out[#out + 1] = one[1]
+      out[#out + 1] = one[2]
+      out[#out + 1] = one[3]
+      got = true
+      break
+    end
+    hi = '(' .. page[2]
+  end
+  if not got then redis.call('ZREM', KEYS[1], e) end
+end
+return out
+`
+
+/**
+ * KEYS: checkpoint. ARGV: P, id. Finds the execution from the document (our
+ * encoding puts it first; anything else is parsed), removes the key and its
+ * index entry. → 1 removed, 0 there was none.
+ */
+const DELETE = `${PRELUDE}
+local k = KEYS[1]
+local t = redis.call('TYPE', k).ok
+if t == 'none' then return 0 end
+local e
+if t == 'string' then
+  e = string.match(redis.call('GETRANGE', k, 0, 511), '^{"id":"[^"]*","executionId":"([^"]+)"')
+  if not e then
+    local ok, doc = pcall(cjson.decode, redis.call('GET', k))
+    if ok and type(doc) == 'table' and type(doc.executionId) == 'string' then e = doc.executionId end
+  end
+end
+redis.call('DEL', k)
+if e and #e <= 128 and string.match(e, '^[A-Za-z0-9_:%-][A-Za-z0-9_:%.%-]*$') then
+  local x = xkey(e)
+  redis.call('ZREM', x, ARGV[2])
+  if redis.call('EXISTS', x) == 0 then redis.call('ZREM', ekey, e) end
+end
+return 1
+`
+
+/** KEYS: execution set, executions. ARGV: P, executionId. → how many checkpoint keys were removed. */
+const CLEAR = `${PRELUDE}
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local n = 0
+for i = 1, #members, CHUNK do
+  local keys = {}
+  for j = i, math.min(i + CHUNK - 1, #members) do keys[#keys + 1] = ckey(members[j]) end
+  n = n + redis.call('DEL', unpack(keys))
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return n
+`
+
+/** KEYS: execution set, executions. ARGV: P, executionId, keep. → how many live checkpoints were removed. */
+const PRUNE = `${PRELUDE}
+local x, keep = KEYS[1], tonumber(ARGV[3])
+if redis.call('ZCARD', x) <= keep then return 0 end
+local live, removed = 0, 0
+for _, m in ipairs(redis.call('ZREVRANGE', x, 0, -1)) do
+  local k = ckey(m)
+  if redis.call('EXISTS', k) == 1 then
+    live = live + 1
+    if live > keep then
+      redis.call('DEL', k)
+      redis.call('ZREM', x, m)
+      removed = removed + 1
+    end
+  else
+    redis.call('ZREM', x, m)
+  end
+end
+if redis.call('EXISTS', x) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
+return removed
+`
+
+interface Script {
+  readonly lua: string
+  readonly sha: string
+}
+
+const script = (lua: string): Script => ({ lua, sha: createHash("sha1").update(lua).digest("hex") })
+
+const SCRIPTS = {
+  save: script(SAVE),
+  saveMany: script(SAVE_MANY),
+  read: script(READ),
+  listExecutions: script(LIST_EXECUTIONS),
+  delete: script(DELETE),
+  clear: script(CLEAR),
+  prune: script(PRUNE)
+} as const
+
+// -----------------------------------------------------------------------------
+// The store
+// -----------------------------------------------------------------------------
+
+const isNoScript = (e: unknown): boolean => e instanceof Error && e.message.startsWith("NOSCRIPT")
+const isWrongType = (e: unknown): boolean => e instanceof Error && e.message.startsWith("WRONGTYPE")
+/**
+ * The connection closed under a command that was sent (or queued): ioredis
+ * fails it at once (`maxRetriesPerRequest: 0`) instead of sending it again.
+ */
+const isConnectionDrop = (e: unknown): boolean =>
+  e instanceof Error && (e.name === "MaxRetriesPerRequestError" || e.message === "Connection is closed.")
+
+/** Milliseconds of a ttl: `undefined` for "never expires", or a failure message. */
+const ttlMillis = (ttl: Duration.DurationInput | undefined): number | string => {
+  if (ttl === undefined) return 0
+  const decoded = Duration.decodeUnknown(ttl)
+  if (Option.isNone(decoded)) return `ttl is not a duration: ${String(ttl)}`
+  const ms = Duration.toMillis(decoded.value)
+  return Number.isFinite(ms) && ms > 0 ? Math.ceil(ms) : 0
+}
+
+const timeoutMillis = (name: string, value: Duration.DurationInput | undefined, fallback: number): number | string => {
+  if (value === undefined) return fallback
+  const decoded = Duration.decodeUnknown(value)
+  if (Option.isNone(decoded)) return `${name} is not a duration: ${String(value)}`
+  const ms = Duration.toMillis(decoded.value)
+  return Number.isFinite(ms) && ms > 0 ? Math.ceil(ms) : `${name} must be a positive, finite duration`
+}
+
+/** What a store knows about the client it runs on. */
+interface ClientContext {
+  /** Strings that must never appear in an error (passwords). */
+  readonly secrets: ReadonlyArray<string>
+  /** The last connection error the client reported, if the store listens for them. */
+  readonly lastError: () => Error | undefined
+}
+
+const configError = (message: string) => storeError(BACKEND, "config", new Error(message))
+
+/** Builds the store over a connected (or lazily connecting) client. */
+const makeWith = (
+  client: Redis,
+  options: StoreOptions,
+  context: ClientContext
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> =>
+  Effect.gen(function*() {
+    const prefix = options.prefix ?? ""
+    const prefixError = checkPrefix(prefix)
+    if (prefixError !== undefined) return yield* Effect.fail(prefixError)
+    const ttl = ttlMillis(options.ttl)
+    if (typeof ttl === "string") return yield* Effect.fail(configError(ttl))
+    const ttlArg = String(ttl)
+    // ioredis adds its `keyPrefix` to the keys it is given (KEYS of a script, GET);
+    // keys built inside a script from an index member need it spelled out.
+    const fullPrefix = (client.options.keyPrefix ?? "") + prefix
+    const checkpointKey = (id: string) => `${prefix}checkpoint:${id}`
+    const executionKey = (executionId: string) => `${prefix}execution:${executionId}:checkpoints`
+    const executionsKey = `${prefix}executions`
+
+    const fail = (operation: string) => (cause: unknown): CheckpointStoreError => {
+      if (!(cause instanceof Error)) return storeError(BACKEND, operation, cause, context.secrets)
+      const dropped = isConnectionDrop(cause)
+      // A lost or stalled connection says little by itself: add what the client last saw (ECONNREFUSED …).
+      const last = dropped || cause.message === "Command timed out" ? context.lastError() : undefined
+      const text = dropped ? "the connection to Redis was lost or could not be made" : cause.message
+      const enriched = dropped || last !== undefined
+        ? Object.assign(new Error(last === undefined ? text : `${text} (last connection error: ${last.message})`), {
+          name: cause.name,
+          code: (cause as { code?: unknown }).code ?? (last as { code?: unknown } | undefined)?.code
+        })
+        : cause
+      return storeError(BACKEND, operation, enriched, context.secrets)
+    }
+
+    /** One EVALSHA; loads the script with EVAL if the server does not know it (a restart flushed its cache). */
+    const evalScript = (s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
+      Effect.tryPromise({ try: () => client.evalsha(s.sha, keys.length, ...keys, fullPrefix, ...args), catch: identity }).pipe(
+        Effect.catchIf(isNoScript, () =>
+          Effect.tryPromise({ try: () => client.eval(s.lua, keys.length, ...keys, fullPrefix, ...args), catch: identity }))
+      )
+
+    /** A write: never sent twice (a lost reply leaves its outcome unknown: it fails). */
+    const run = (operation: string, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
+      Effect.mapError(evalScript(s, keys, args), fail(operation))
+
+    /** A read: sent once more if the connection dropped under it (it changes nothing but stale index entries). */
+    const runRead = (operation: string, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
+      evalScript(s, keys, args).pipe(
+        Effect.retry({ times: 1, while: isConnectionDrop }),
+        Effect.mapError(fail(operation))
+      )
+
+    /** Decodes a document read at `id`'s key from the index of `executionId` at `score`. */
+    const decodeAt = (
+      id: unknown,
+      score: unknown,
+      doc: unknown,
+      executionId: string
+    ): Effect.Effect<Checkpoint.Checkpoint, CheckpointDecodeError> => {
+      const name = typeof id === "string" ? id : String(id)
+      if (typeof doc !== "string") {
+        return Effect.fail(
+          new CheckpointDecodeError({ id: name, message: `Stored checkpoint ${JSON.stringify(name)} is not a string value` })
+        )
+      }
+      return Effect.flatMap(Checkpoint.decode(doc, name), (cp) =>
+        cp.executionId === executionId && cp.version === Number(score)
+          ? Effect.succeed(cp)
+          : Effect.fail(
+            new CheckpointDecodeError({
+              id: name,
+              message: `Stored checkpoint ${JSON.stringify(name)} is indexed as ${executionId} version ${
+                String(score)
+              } but says it is ${cp.executionId} version ${cp.version}`
+            })
+          ))
+    }
+
+    const decodeTriples = (reply: unknown, executionId: string) =>
+      Effect.suspend(() => {
+        const flat = Array.isArray(reply) ? reply : []
+        const out: Array<Effect.Effect<Checkpoint.Checkpoint, CheckpointDecodeError>> = []
+        for (let i = 0; i + 2 < flat.length; i += 3) out.push(decodeAt(flat[i], flat[i + 1], flat[i + 2], executionId))
+        return Effect.all(out)
+      })
+
+    const read = (operation: string, executionId: string, newestFirst: boolean, bound: string, limit: number) =>
+      Effect.flatMap(
+        runRead(operation, SCRIPTS.read, [executionKey(executionId)], [newestFirst ? "1" : "0", bound, String(limit)]),
+        (reply) => decodeTriples(reply, executionId)
+      )
+
+    const conflictOf = (cp: Checkpoint.Checkpoint) =>
+      new CheckpointConflict({ executionId: cp.executionId, version: cp.version, id: cp.id })
+
+    // Warm the server's script cache (and check the connection): saves then run with EVALSHA only.
+    yield* Effect.tryPromise({
+      try: () => {
+        const pipeline = client.pipeline()
+        for (const s of Object.values(SCRIPTS)) pipeline.script("LOAD", s.lua)
+        return pipeline.exec().then((results) => {
+          const error = results?.find(([e]) => e !== null)?.[0]
+          return error ? Promise.reject(error) : undefined
+        })
+      },
+      catch: fail("connect")
+    })
+
+    return CheckpointStore.make({
+      insertOne: (e) => {
+        const cp = e.checkpoint
+        return Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
+          Effect.flatMap(
+            run("save", SCRIPTS.save, [checkpointKey(cp.id), executionKey(cp.executionId), executionsKey], [
+              cp.id,
+              cp.executionId,
+              String(cp.version),
+              e.document,
+              ttlArg,
+              String(now)
+            ]),
+            (saved) => saved === 1 ? Effect.void : Effect.fail(conflictOf(cp))
+          ))
+      },
+      insert: (batch) =>
+        Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) => {
+          const args: Array<string> = [ttlArg, String(now)]
+          for (const { checkpoint: cp, document } of batch) args.push(cp.id, cp.executionId, String(cp.version), document)
+          return Effect.flatMap(run("saveMany", SCRIPTS.saveMany, [executionsKey], args), (at) => {
+            const conflicting = typeof at === "number" && at > 0 ? batch[at - 1] : undefined
+            return conflicting === undefined ? Effect.void : Effect.fail(conflictOf(conflicting.checkpoint))
+          })
+        }),
+      load: (id) =>
+        Effect.tryPromise({ try: () => client.get(checkpointKey(id)), catch: (e) => e }).pipe(
+          Effect.retry({ times: 1, while: isConnectionDrop }),
+          Effect.mapError((e) =>
+            isWrongType(e)
+              ? new CheckpointDecodeError({ id, message: `Stored checkpoint ${JSON.stringify(id)} is not a string value` })
+              : fail("load")(e)
+          ),
+          Effect.flatMap((text) => text === null ? Effect.succeedNone : Effect.asSome(Checkpoint.decode(text, id)))
+        ),
+      list: (executionId, afterVersion, limit) =>
+        read(
+          "list",
+          executionId,
+          false,
+          afterVersion === -Infinity ? "-inf" : `(${afterVersion}`,
+          limit === undefined || limit > Checkpoint.MAX_VERSION ? -1 : limit
+        ),
+      latest: (executionId) =>
+        Effect.map(read("latest", executionId, true, "+inf", 1), (found) => Option.fromNullable(found[0])),
+      listExecutions: Effect.flatMap(runRead("listExecutions", SCRIPTS.listExecutions, [executionsKey], []), (reply) =>
+        Effect.suspend(() => {
+          const flat = Array.isArray(reply) ? reply : []
+          const out: Array<Effect.Effect<CheckpointStore.ExecutionSummary, CheckpointDecodeError>> = []
+          for (let i = 0; i + 3 < flat.length; i += 4) {
+            const executionId = flat[i]
+            // A member that is not a valid id was not written by a store: it names no checkpoints of ours.
+            if (!isValidId(executionId)) continue
+            out.push(Effect.map(decodeAt(flat[i + 1], flat[i + 2], flat[i + 3], executionId), CheckpointStore.summarize))
+          }
+          return Effect.all(out)
+        })),
+      delete: (id) => Effect.asVoid(run("delete", SCRIPTS.delete, [checkpointKey(id)], [id])),
+      clear: (executionId) =>
+        Effect.asVoid(run("clear", SCRIPTS.clear, [executionKey(executionId), executionsKey], [executionId])),
+      prune: (executionId, keep) =>
+        Effect.map(
+          run("prune", SCRIPTS.prune, [executionKey(executionId), executionsKey], [executionId, String(keep)]),
+          (removed) => typeof removed === "number" ? removed : Number(removed)
+        )
+    })
+  })
+
+/**
+ * A store over an existing ioredis client, which stays yours: the store never
+ * closes it. The client's `keyPrefix` (if any) comes before the store's
+ * `prefix`. Give the client a bounded `maxRetriesPerRequest` and a
+ * `commandTimeout` if operations must fail fast when Redis is down.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  client: Redis,
+  options: StoreOptions = {}
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> => {
+  const password = client.options.password
+  return makeWith(client, options, {
+    secrets: typeof password === "string" && password.length > 0 ? [password] : [],
+    lastError: () => undefined
+  })
+}
+
+/** The password of a URL, as typed and decoded, for redaction. */
+const urlSecrets = (url: string): Array<string> => {
+  const match = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/@]*?:([^@/]*)@/.exec(url)
+  if (match === null || match[1] === undefined || match[1].length === 0) return []
+  const raw = match[1]
+  let decoded = raw
+  try {
+    decoded = decodeURIComponent(raw)
+  } catch {
+    // keep the raw form
+  }
+  return decoded === raw ? [raw] : [raw, decoded]
+}
+
+/** A new client of our own (not connected yet), with the secrets to redact and a way to read its last error. */
+const newClient = (options: Options): Effect.Effect<{ readonly client: Redis } & ClientContext, CheckpointStoreError> =>
+  Effect.gen(function*() {
+    const connectTimeout = timeoutMillis("connectTimeout", options.connectTimeout, 5_000)
+    if (typeof connectTimeout === "string") return yield* Effect.fail(configError(connectTimeout))
+    const commandTimeout = timeoutMillis("commandTimeout", options.commandTimeout, 5_000)
+    if (typeof commandTimeout === "string") return yield* Effect.fail(configError(commandTimeout))
+    const given = "url" in options && options.url !== undefined
+      ? (Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url)
+      : undefined
+    // A plain `host:port` (or `:password@host:port`) becomes a redis:// URL, so its password is found and redacted.
+    const url = given === undefined || /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(given) || given.startsWith("/")
+      ? given
+      : `redis://${given}`
+    const fields: HostOptions = "url" in options ? {} : options
+    const password = fields.password === undefined
+      ? undefined
+      : Redacted.isRedacted(fields.password)
+      ? Redacted.value(fields.password)
+      : fields.password
+    const secrets = [...(url === undefined ? [] : urlSecrets(url)), ...(password ? [password] : [])]
+    const settings: RedisOptions = {
+      lazyConnect: true,
+      connectTimeout,
+      commandTimeout,
+      // When the connection drops, every command sent or queued on it fails at once (a dead server
+      // fails fast), and is never sent again by ioredis: a save that may have run must not run twice
+      // (it would report a conflict with itself). The store sends a dropped READ once more itself.
+      // A command issued while reconnecting waits for that one reconnection.
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      connectionName: options.connectionName ?? "effect-checkpoint",
+      ...(fields.host === undefined ? {} : { host: fields.host }),
+      ...(fields.port === undefined ? {} : { port: fields.port }),
+      ...(fields.username === undefined ? {} : { username: fields.username }),
+      ...(password === undefined ? {} : { password }),
+      ...(fields.db === undefined ? {} : { db: fields.db })
+    }
+    let lastError: { readonly error: Error; readonly at: number } | undefined
+    const client = yield* Effect.try({
+      try: () => url === undefined ? new Redis(settings) : new Redis(url, settings),
+      catch: (e) => storeError(BACKEND, "connect", e, secrets)
+    })
+    // Without a listener, ioredis would print every connection error; they surface in typed errors instead.
+    client.on("error", (e: unknown) => {
+      if (e instanceof Error) lastError = { error: e, at: Date.now() }
+    })
+    client.on("ready", () => {
+      lastError = undefined
+    })
+    return {
+      client,
+      secrets,
+      lastError: () => lastError !== undefined && Date.now() - lastError.at < 60_000 ? lastError.error : undefined
+    }
+  })
+
+/** Connects our own client; the scope quits it. */
+const acquire = (options: Options) =>
+  Effect.acquireRelease(
+    Effect.flatMap(newClient(options), (owned) =>
+      Effect.tryPromise({
+        try: () => owned.client.connect(),
+        catch: (e) => {
+          const last = owned.lastError()
+          const cause = last !== undefined && e instanceof Error && e.message !== last.message
+            ? Object.assign(new Error(`${last.message} (${e.message})`), { code: (last as { code?: unknown }).code })
+            : e
+          return storeError(BACKEND, "connect", cause, owned.secrets)
+        }
+      }).pipe(
+        // A failed connect would go on reconnecting in the background: stop it.
+        Effect.tapError(() => Effect.sync(() => owned.client.disconnect())),
+        Effect.as(owned)
+      )),
+    ({ client }) =>
+      Effect.promise(() => client.quit().catch(() => undefined)).pipe(
+        Effect.timeoutOption(Duration.seconds(2)),
+        Effect.ensuring(Effect.sync(() => client.disconnect()))
+      )
+  )
+
+/**
+ * A Redis store on a client it creates, connects, and quits when the layer's
+ * scope closes (the reference's `NewRedisCheckpointStore`). Building the layer
+ * fails with `InvalidIdentifier` for a bad prefix and `CheckpointStoreError`
+ * (operation `"connect"`) when Redis cannot be reached; no error ever contains
+ * the password.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { RedisStore } from "effect-checkpoint/redis"
+ *
+ * const StoreLive = RedisStore.layer({ url: "redis://localhost:6379/0", prefix: "myapp:", ttl: "1 hour" })
+ * program.pipe(Effect.provide(StoreLive))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =>
+  Layer.scoped(
+    CheckpointStore.CheckpointStore,
+    Effect.gen(function*() {
+      // Refuse a bad prefix or ttl before opening a connection.
+      const prefixError = checkPrefix(options.prefix ?? "")
+      if (prefixError !== undefined) return yield* Effect.fail(prefixError)
+      const ttl = ttlMillis(options.ttl)
+      if (typeof ttl === "string") return yield* Effect.fail(configError(ttl))
+      const owned = yield* acquire(options)
+      return yield* makeWith(owned.client, options, owned)
+    })
+  )
+
+/**
+ * A Redis store over an ioredis client of your app. The client is not closed
+ * when the layer's scope closes; see {@link make}.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from "ioredis"
+ * import { RedisStore } from "effect-checkpoint/redis"
+ *
+ * const redis = new Redis(process.env.REDIS_URL!, { maxRetriesPerRequest: 1, commandTimeout: 5000 })
+ * const StoreLive = RedisStore.layerClient(redis, { prefix: "myapp:" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient = (
+  client: Redis,
+  options: StoreOptions = {}
+): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =>
+  Layer.effect(CheckpointStore.CheckpointStore, make(client, options))
+
+/**
+ * {@link layer} configured from `Config` (the reference's example reads
+ * `REDIS_ADDR`):
+ *
+ * | name | default | |
+ * |---|---|---|
+ * | `REDIS_ADDR` | `localhost:6379` | `host:port`, or a `redis://` / `rediss://` URL |
+ * | `REDIS_PASSWORD` | none | read as `Redacted` |
+ * | `REDIS_DB` | `0` | the database number |
+ * | `REDIS_PREFIX` | `""` | the key prefix |
+ * | `REDIS_TTL` | none | a duration (`"1 hour"`); none = keys never expire |
+ *
+ * A URL's own password and database win over `REDIS_PASSWORD` and `REDIS_DB`.
+ * A config error fails the layer with `CheckpointStoreError` (operation
+ * `"config"`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =
+  Layer.unwrapEffect(
+    Effect.map(
+      Config.all({
+        addr: Config.string("REDIS_ADDR").pipe(Config.withDefault("localhost:6379")),
+        password: Config.option(Config.redacted("REDIS_PASSWORD")),
+        db: Config.option(Config.integer("REDIS_DB")),
+        prefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("")),
+        ttl: Config.option(Config.duration("REDIS_TTL"))
+      }).pipe(Effect.mapError((e) => storeError(BACKEND, "config", e))),
+      ({ addr, db, password, prefix, ttl }) =>
+        layerUrl(addr, {
+          prefix,
+          ...(Option.isSome(password) ? { password: password.value } : {}),
+          ...(Option.isSome(db) ? { db: db.value } : {}),
+          ...(Option.isSome(ttl) ? { ttl: ttl.value } : {})
+        })
+    )
+  )
+
+/** A URL (or `host:port`) plus separate password/db that fill what the URL leaves out. */
+const layerUrl = (
+  addr: string,
+  extra: StoreOptions & { readonly password?: Redacted.Redacted<string>; readonly db?: number }
+) => {
+  const hasScheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(addr)
+  const url = hasScheme ? addr : `redis://${addr}`
+  let parsed: URL | undefined
+  try {
+    parsed = new URL(url)
+  } catch {
+    parsed = undefined
+  }
+  if (parsed === undefined) {
+    return Layer.fail(configError(`REDIS_ADDR is not host:port or a redis:// URL: ${addr.replace(/:[^:@/]*@/, ":***@")}`))
+  }
+  if (extra.password !== undefined && parsed.password === "") parsed.password = encodeURIComponent(Redacted.value(extra.password))
+  if (extra.db !== undefined && (parsed.pathname === "" || parsed.pathname === "/")) parsed.pathname = `/${extra.db}`
+  return layer({
+    url: Redacted.make(parsed.toString()),
+    prefix: extra.prefix,
+    ttl: extra.ttl
+  })
+}

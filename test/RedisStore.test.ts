@@ -1,0 +1,708 @@
+/**
+ * The Redis store against the real server (TEST_REDIS_URL, default
+ * redis://127.0.0.1:6379/0). Every test owns a unique key prefix
+ * `ec-test:redis:<uuid>:` and removes its keys through its own index sets when
+ * its scope closes (never FLUSHDB, never KEYS). A final `SCAN MATCH` on that
+ * unique prefix checks that nothing was left outside the indexes.
+ */
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Context, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
+import { Redis } from "ioredis"
+import { execFileSync } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import * as Checkpoint from "../src/Checkpoint.js"
+import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as RedisStore from "../src/layers/Redis.js"
+import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
+import { closedPort, redisProxy } from "./fixtures/redis-proxy.js"
+import { privateRedis } from "./fixtures/redis-server.js"
+
+const TEST_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379/0"
+const target = (() => {
+  const u = new URL(TEST_URL)
+  return { host: u.hostname || "127.0.0.1", port: Number(u.port || 6379), db: Number(u.pathname.slice(1) || 0) }
+})()
+
+/** Our own connection for looking behind the store's back (and cleaning up). */
+const admin = new Redis(TEST_URL, { lazyConnect: true, maxRetriesPerRequest: 1, connectionName: "ec-test-admin" })
+afterAll(() => admin.quit())
+
+const store = CheckpointStore.CheckpointStore
+const keysOf = (prefix: string) => ({
+  checkpoint: (id: string) => `${prefix}checkpoint:${id}`,
+  execution: (e: string) => `${prefix}execution:${e}:checkpoints`,
+  executions: `${prefix}executions`
+})
+
+/** Every key under `prefix` (tests only: the prefix is unique to one test). */
+const scanPrefix = (prefix: string) =>
+  Effect.promise(async () => {
+    const found: Array<string> = []
+    let cursor = "0"
+    do {
+      const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000)
+      cursor = next
+      found.push(...keys)
+    } while (cursor !== "0")
+    return found.sort()
+  })
+
+/** Removes a prefix's keys through its own index sets, then checks that nothing is left. */
+const cleanup = (prefix: string) =>
+  Effect.gen(function*() {
+    const k = keysOf(prefix)
+    yield* Effect.promise(async () => {
+      const executions = await admin.zrange(k.executions, 0, -1)
+      for (const e of executions) {
+        const ids = await admin.zrange(k.execution(e), 0, -1)
+        if (ids.length > 0) await admin.del(...ids.map(k.checkpoint))
+        await admin.del(k.execution(e))
+      }
+      await admin.del(k.executions)
+    })
+    const left = yield* scanPrefix(prefix)
+    if (left.length > 0) {
+      yield* Effect.promise(() => admin.del(...left))
+      return yield* Effect.dieMessage(`keys left outside the store's indexes under ${prefix}: ${left.slice(0, 10).join(", ")}`)
+    }
+  })
+
+/** A unique prefix, cleaned up when the scope closes. */
+const ownedPrefix = Effect.acquireRelease(
+  Effect.sync(() => `ec-test:redis:${randomUUID()}:`),
+  (prefix) => Effect.orDie(cleanup(prefix))
+)
+
+const kitFor = (prefix: string) =>
+  Layer.succeed(StoreTestKit, {
+    corrupt: (cp) => Effect.promise(() => admin.set(keysOf(prefix).checkpoint(cp.id), `{"id":${JSON.stringify(cp.id)},"state":`))
+  })
+
+/** A fresh store on a fresh prefix, plus its corruption kit. */
+const redisUnderTest = Layer.unwrapScoped(
+  Effect.map(ownedPrefix, (prefix) => Layer.merge(RedisStore.layer({ url: TEST_URL, prefix }), kitFor(prefix)))
+)
+
+conformance("Redis", redisUnderTest)
+
+/** Runs `body` with a store on its own prefix (and extra layer options). */
+const withStore = <A, E>(
+  body: (prefix: string) => Effect.Effect<A, E, CheckpointStore.CheckpointStore>,
+  options: Partial<RedisStore.StoreOptions & RedisStore.ClientOptions> = {}
+) =>
+  Effect.scoped(Effect.flatMap(ownedPrefix, (prefix) =>
+    body(prefix).pipe(Effect.provide(RedisStore.layer({ url: TEST_URL, prefix, ...options })))))
+
+/** The id of the server connection named `name`. */
+const clientIdByName = (name: string) =>
+  Effect.promise(async () => {
+    const list = String(await admin.call("CLIENT", "LIST"))
+    const line = list.split("\n").find((l) => l.includes(` name=${name} `))
+    const id = line === undefined ? undefined : /^id=(\d+)/.exec(line)?.[1]
+    return id
+  })
+
+/** Kills the store's own connection (found by its unique name, waiting for it to be up), and no other. */
+const killClient = (name: string) =>
+  Effect.gen(function*() {
+    let id = yield* clientIdByName(name)
+    for (let tries = 0; id === undefined && tries < 100; tries++) {
+      yield* Effect.sleep(Duration.millis(20))
+      id = yield* clientIdByName(name)
+    }
+    expect(id, `connection ${name}`).toBeDefined()
+    yield* Effect.promise(() => admin.call("CLIENT", "KILL", "ID", id!))
+  })
+
+/** Asserts that every checkpoint is either wholly stored (document and index entry) or wholly absent. */
+const wholeOrAbsent = (prefix: string, cps: ReadonlyArray<Checkpoint.Checkpoint>) =>
+  Effect.promise(async () => {
+    const k = keysOf(prefix)
+    const present: Array<boolean> = []
+    for (const cp of cps) {
+      const doc = await admin.exists(k.checkpoint(cp.id))
+      const score = await admin.zscore(k.execution(cp.executionId), cp.id)
+      expect(doc === 1, `checkpoint ${cp.version}: document and index agree`).toBe(score !== null)
+      if (score !== null) expect(Number(score)).toBe(cp.version)
+      present.push(doc === 1)
+    }
+    return present
+  })
+
+const SECRET = "s3cr3t-Pa55word"
+const expectNoSecret = (error: unknown) => {
+  expect(String(error)).not.toContain(SECRET)
+  expect(JSON.stringify(error)).not.toContain(SECRET)
+  expect((error as { message?: string }).message ?? "").not.toContain(SECRET)
+  expect(JSON.stringify((error as { cause?: unknown }).cause ?? null)).not.toContain(SECRET)
+}
+
+describe("RedisStore", () => {
+  it.live("lays keys out as documented: a document, a version-scored index, an executions set; no expiry without ttl", () =>
+    withStore((prefix) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const k = keysOf(prefix)
+        const e = yield* freshExecution()
+        const before = Date.now()
+        const cps = yield* Effect.forEach([12, 3, 100], (v) => mk(e, v))
+        for (const cp of cps) yield* s.save(cp)
+        const doc = yield* Effect.promise(() => admin.get(k.checkpoint(cps[0]!.id)))
+        expect(JSON.parse(doc!)).toMatchObject({ id: cps[0]!.id, executionId: e, version: 12 })
+        expect(yield* Effect.promise(() => admin.type(k.execution(e)))).toBe("zset")
+        // Ordered by version as numbers (3 < 12 < 100), not by id or text.
+        const indexed = yield* Effect.promise(() => admin.zrange(k.execution(e), 0, -1, "WITHSCORES"))
+        expect(indexed).toEqual([cps[1]!.id, "3", cps[0]!.id, "12", cps[2]!.id, "100"])
+        const updated = Number(yield* Effect.promise(() => admin.zscore(k.executions, e)))
+        expect(updated).toBeGreaterThanOrEqual(before - 1000)
+        expect(updated).toBeLessThanOrEqual(Date.now() + 1000)
+        for (const key of [k.checkpoint(cps[0]!.id), k.execution(e), k.executions]) {
+          expect(yield* Effect.promise(() => admin.pttl(key))).toBe(-1)
+        }
+        expect(yield* scanPrefix(prefix)).toEqual(
+          [...cps.map((c) => k.checkpoint(c.id)), k.execution(e), k.executions].sort()
+        )
+        // The index goes away with the execution's last checkpoint.
+        yield* s.clear(e)
+        expect(yield* scanPrefix(prefix)).toEqual([])
+      })
+    ))
+
+  it.live("a checkpoint whose key vanished is skipped, removed from the index, and its version can be saved again", () =>
+    withStore((prefix) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const k = keysOf(prefix)
+        const e = yield* freshExecution()
+        const other = yield* freshExecution("other")
+        const cps = yield* Effect.forEach([1, 2, 3, 4, 5], (v) => mk(e, v))
+        yield* s.saveMany([...cps, yield* mk(other, 1)])
+        // Keys vanish behind the store's back (as they do when a ttl expires).
+        yield* Effect.promise(() => admin.del(k.checkpoint(cps[1]!.id), k.checkpoint(cps[4]!.id)))
+        // A page still fills up past a vanished member.
+        expect((yield* s.list(e, { limit: 2 })).map((c) => c.version)).toEqual([1, 3])
+        expect(Option.map(yield* s.latest(e), (c) => c.version)).toEqual(Option.some(4))
+        expect(yield* Effect.promise(() => admin.zrange(k.execution(e), 0, -1))).toEqual(
+          [cps[0]!.id, cps[2]!.id, cps[3]!.id]
+        )
+        expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 3, 4])
+        expect((yield* Effect.flip(s.load(cps[1]!.id)))._tag).toBe("CheckpointNotFound")
+        // Its slot is free again.
+        yield* s.save(yield* mk(e, 2))
+        yield* Effect.promise(() => admin.zadd(k.execution(e), 5, cps[4]!.id)) // a stale entry at version 5
+        yield* s.save(yield* mk(e, 5))
+        expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2, 3, 4, 5])
+        // An execution whose checkpoints all vanished drops out of listExecutions and of the executions set.
+        const ids = yield* Effect.promise(() => admin.zrange(k.execution(e), 0, -1))
+        yield* Effect.promise(() => admin.del(...ids.map(k.checkpoint)))
+        expect((yield* s.listExecutions()).map((x) => x.executionId)).toEqual([other])
+        expect(yield* Effect.promise(() => admin.zrange(k.executions, 0, -1))).toEqual([other])
+        expect(yield* Effect.promise(() => admin.exists(k.execution(e)))).toBe(0)
+        expect(yield* s.list(e)).toEqual([])
+        // prune counts only the checkpoints it really removed.
+        const o = yield* Effect.forEach([2, 3, 4], (v) => mk(other, v))
+        yield* s.saveMany(o)
+        yield* Effect.promise(() => admin.del(k.checkpoint(o[2]!.id)))
+        expect(yield* s.prune(other, 1)).toBe(2)
+        expect((yield* s.list(other)).map((c) => c.version)).toEqual([3])
+      })
+    ))
+
+  it.live("values that are not checkpoints fail with CheckpointDecodeError naming the checkpoint", () =>
+    withStore((prefix) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const k = keysOf(prefix)
+        const e = yield* freshExecution()
+        const other = yield* freshExecution("other")
+        const a = yield* mk(e, 1)
+        const b = yield* mk(other, 1)
+        yield* s.saveMany([a, b])
+        const key = k.checkpoint(a.id)
+        const expectDecodeError = (what: string) =>
+          Effect.gen(function*() {
+            for (const op of [s.load(a.id), s.list(e), s.latest(e), s.listExecutions()]) {
+              const error = yield* Effect.flip(op as Effect.Effect<unknown, unknown>)
+              expect(error, what).toMatchObject({ _tag: "CheckpointDecodeError", id: a.id })
+            }
+          })
+        for (const [what, value] of [["not JSON", "not json {"], ["a foreign shape", "{\"hello\":\"world\"}"], ["empty", ""]]) {
+          yield* Effect.promise(() => admin.set(key, value!))
+          yield* expectDecodeError(what!)
+        }
+        // Another checkpoint's document copied over this one's.
+        yield* Effect.promise(() => admin.copy(k.checkpoint(b.id), key, "REPLACE"))
+        yield* expectDecodeError("another checkpoint's document")
+        // The right document, indexed at the wrong version.
+        yield* Effect.promise(() => admin.del(key))
+        yield* s.save(a)
+        yield* Effect.promise(() => admin.zadd(k.execution(e), 7, a.id))
+        const misplaced = yield* Effect.flip(s.list(e))
+        expect(misplaced).toMatchObject({ _tag: "CheckpointDecodeError", id: a.id })
+        expect(misplaced.message).toContain("version 7")
+        // A key of another type.
+        yield* Effect.promise(() => admin.del(key).then(() => admin.hset(key, "state", "{}")))
+        yield* expectDecodeError("a hash")
+        // delete removes any of these, and the store goes on.
+        yield* s.delete(a.id)
+        expect(yield* s.list(e)).toEqual([])
+        yield* s.save(yield* mk(e, 1))
+        expect((yield* s.list(e)).length).toBe(1)
+      })
+    ))
+
+  it.live("a prefix outside [A-Za-z0-9_:.-]{0,64} fails the layer with InvalidIdentifier before any connection", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      for (const prefix of ["*", "a*:", "p?", "[x]", "a b", "x".repeat(65), "é:", "__proto__", "a\nb", "{tag}"]) {
+        const error = yield* Effect.flip(Effect.provide(store, RedisStore.layer({ host: "127.0.0.1", port, prefix })))
+        expect(error, prefix).toMatchObject({ _tag: "InvalidIdentifier", kind: "prefix" })
+        const overClient = yield* Effect.flip(Effect.provide(store, RedisStore.layerClient(admin, { prefix })))
+        expect(overClient, prefix).toMatchObject({ _tag: "InvalidIdentifier", kind: "prefix" })
+      }
+    }))
+
+  it.live("hostile ids never reach a key: nothing at all is written under the prefix", () =>
+    withStore((prefix) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const base = yield* mk(yield* freshExecution(), 1)
+        for (const raw of hostileIds) {
+          const id = raw as Checkpoint.CheckpointId
+          const executionId = raw as Checkpoint.ExecutionId
+          const attempts = [
+            s.save(new Checkpoint.Checkpoint({ ...base, id }, true)),
+            s.save(new Checkpoint.Checkpoint({ ...base, executionId }, true)),
+            s.saveMany([base, new Checkpoint.Checkpoint({ ...base, id, version: 2 }, true)]),
+            s.load(id),
+            s.list(executionId),
+            s.latest(executionId),
+            s.delete(id),
+            s.clear(executionId),
+            s.prune(executionId, 0)
+          ]
+          for (const attempt of attempts) {
+            expect((yield* Effect.flip(attempt as Effect.Effect<unknown, { _tag: string }>))._tag).toBe("InvalidIdentifier")
+          }
+        }
+        expect(yield* scanPrefix(prefix)).toEqual([])
+      })
+    ))
+
+  it.live("two prefixes are two stores; one prefix on two connections is one store with atomic conflicts", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const p1 = yield* ownedPrefix
+      const p2 = yield* ownedPrefix
+      const s1 = Context.get(yield* Layer.build(RedisStore.layer({ url: TEST_URL, prefix: p1 })), store)
+      const s1b = Context.get(yield* Layer.build(RedisStore.layer({ url: TEST_URL, prefix: p1 })), store)
+      const s2 = Context.get(yield* Layer.build(RedisStore.layer({ url: TEST_URL, prefix: p2 })), store)
+      const e = yield* freshExecution()
+      const cp = yield* mk(e, 1)
+      yield* s1.save(cp)
+      expect(view(yield* s1b.load(cp.id))).toEqual(view(cp))
+      expect((yield* Effect.flip(s2.load(cp.id)))._tag).toBe("CheckpointNotFound")
+      yield* s2.save(cp) // the same checkpoint is new in another store
+      expect((yield* s2.listExecutions()).map((x) => x.executionId)).toEqual([e])
+      // Rival saves of one version from two connections: exactly one wins.
+      const rivals = yield* Effect.forEach([s1, s1b, s1, s1b, s1, s1b], (s, i) =>
+        Effect.either(Effect.flatMap(mk(e, 2, { state: i }), s.save)), { concurrency: "unbounded" })
+      expect(rivals.filter(Either.isRight).length).toBe(1)
+      expect(rivals.filter(Either.isLeft).every((r) => r.left._tag === "CheckpointConflict")).toBe(true)
+      expect((yield* s1.list(e)).map((c) => c.version)).toEqual([1, 2])
+    })))
+
+  it.live("large executions: list, saveMany, prune and clear handle thousands of checkpoints in one call each", () =>
+    withStore((prefix) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const e = yield* freshExecution()
+        const cps = yield* Effect.forEach(Array.from({ length: 1500 }, (_, i) => i + 1), (v) =>
+          mk(e, v, { state: { v } }))
+        yield* s.saveMany(cps)
+        const all = yield* s.list(e)
+        expect(all.map((c) => c.version)).toEqual(cps.map((c) => c.version))
+        expect((yield* s.list(e, { afterVersion: 600, limit: 700 })).map((c) => c.version)).toEqual(
+          cps.slice(600, 1300).map((c) => c.version)
+        )
+        expect(yield* s.prune(e, 900)).toBe(600)
+        expect((yield* s.list(e)).length).toBe(900)
+        yield* s.clear(e)
+        expect(yield* scanPrefix(prefix)).toEqual([])
+      })
+    ))
+
+  describe("ttl", () => {
+    it.live("keys carry the ttl, expire with real time, and leave nothing behind", () =>
+      withStore((prefix) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const k = keysOf(prefix)
+          const e = yield* freshExecution()
+          const cps = yield* Effect.forEach([1, 2], (v) => mk(e, v))
+          yield* s.save(cps[0]!)
+          yield* s.saveMany([cps[1]!])
+          for (const key of [k.checkpoint(cps[0]!.id), k.checkpoint(cps[1]!.id), k.execution(e), k.executions]) {
+            const left = yield* Effect.promise(() => admin.pttl(key))
+            expect(left, key).toBeGreaterThan(0)
+            expect(left, key).toBeLessThanOrEqual(400)
+          }
+          expect((yield* s.list(e)).length).toBe(2)
+          yield* Effect.sleep(Duration.millis(700))
+          expect(yield* scanPrefix(prefix)).toEqual([])
+          expect(yield* s.list(e)).toEqual([])
+          expect(Option.isNone(yield* s.latest(e))).toBe(true)
+          expect(yield* s.listExecutions()).toEqual([])
+          expect((yield* Effect.flip(s.load(cps[0]!.id)))._tag).toBe("CheckpointNotFound")
+          // The execution starts again from version 1.
+          yield* s.save(yield* mk(e, 1))
+          expect((yield* s.list(e)).length).toBe(1)
+        }), { ttl: "400 millis" }))
+
+    it.live("each checkpoint expires ttl after its own save; a later save keeps the execution's index alive", () =>
+      withStore((prefix) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const k = keysOf(prefix)
+          const e = yield* freshExecution()
+          const first = yield* mk(e, 1)
+          yield* s.save(first)
+          yield* Effect.sleep(Duration.millis(600))
+          const second = yield* mk(e, 2)
+          yield* s.save(second)
+          yield* Effect.sleep(Duration.millis(600))
+          // The first has expired (1200 ms after its save), the second has not (600 ms).
+          expect((yield* s.list(e)).map(view)).toEqual([view(second)])
+          expect(yield* Effect.promise(() => admin.zrange(k.execution(e), 0, -1))).toEqual([second.id])
+          expect((yield* s.listExecutions()).map((x) => x.latestCheckpointId)).toEqual([second.id])
+          // Version 1 can be saved again.
+          yield* s.save(yield* mk(e, 1))
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
+        }), { ttl: "1 second" }))
+
+    it.live("a zero or infinite ttl means keys never expire; a ttl that is not a duration fails the layer", () =>
+      Effect.gen(function*() {
+        for (const ttl of [0, Duration.infinity] as const) {
+          yield* withStore((prefix) =>
+            Effect.gen(function*() {
+              const s = yield* store
+              const cp = yield* mk(yield* freshExecution(), 1)
+              yield* s.save(cp)
+              expect(yield* Effect.promise(() => admin.pttl(keysOf(prefix).checkpoint(cp.id)))).toBe(-1)
+            }), { ttl })
+        }
+        const error = yield* Effect.flip(
+          Effect.provide(store, RedisStore.layer({ url: TEST_URL, ttl: "soon" as Duration.DurationInput }))
+        )
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "config" })
+      }))
+  })
+
+  describe("faults", () => {
+    it.live("a dead server fails the layer with CheckpointStoreError within seconds, without the password", () =>
+      Effect.gen(function*() {
+        const port = yield* closedPort
+        const started = Date.now()
+        const layers = [
+          RedisStore.layer({ url: `redis://someone:${SECRET}@127.0.0.1:${port}/0` }),
+          RedisStore.layer({ url: Redacted.make(`redis://:${encodeURIComponent(SECRET)}@127.0.0.1:${port}`) }),
+          RedisStore.layer({ host: "127.0.0.1", port, password: Redacted.make(SECRET), db: 1 }),
+          RedisStore.layer({ host: "127.0.0.1", port, password: SECRET })
+        ]
+        for (const l of layers) {
+          const error = yield* Effect.flip(Effect.provide(store, l))
+          expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "connect" })
+          expect(error.message).toContain("ECONNREFUSED")
+          expectNoSecret(error)
+        }
+        expect(Date.now() - started).toBeLessThan(10_000)
+      }))
+
+    it.live("a refused password fails the layer with CheckpointStoreError that does not contain it", () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(
+          Effect.provide(store, RedisStore.layer({ host: target.host, port: target.port, username: "ec-no-such-user", password: SECRET }))
+        )
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "connect" })
+        expect(error.message).toContain("WRONGPASS")
+        expectNoSecret(error)
+        const viaUrl = yield* Effect.flip(
+          Effect.provide(store, RedisStore.layer({ url: `redis://ec-no-such-user:${SECRET}@${target.host}:${target.port}` }))
+        )
+        expect(viaUrl.message).toContain("WRONGPASS")
+        expectNoSecret(viaUrl)
+      }))
+
+    it.live("CLIENT KILL of the store's connection: the next operation recovers, and a killed run leaves nothing half-written", () =>
+      Effect.gen(function*() {
+        const name = `ec-test-${randomUUID()}`
+        yield* withStore((prefix) =>
+          Effect.gen(function*() {
+            const s = yield* store
+            const e = yield* freshExecution()
+            yield* s.saveMany(yield* Effect.forEach([1, 2, 3], (v) => mk(e, v)))
+            // Killed while idle: the next operation reconnects and succeeds.
+            yield* killClient(name)
+            expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2, 3])
+            yield* s.save(yield* mk(e, 4))
+            // Killed in the middle of a run of saves: each save lands whole or fails typed.
+            let next = 5
+            let stored = [1, 2, 3, 4]
+            let failures = 0
+            for (let round = 0; round < 5 && failures === 0; round++) {
+              const run = yield* Effect.forEach(Array.from({ length: 60 }, (_, i) => next + i), (v) =>
+                mk(e, v, { state: { blob: "x".repeat(20_000), v } }))
+              next += 60
+              const fiber = yield* Effect.fork(
+                Effect.forEach(run, (cp) => Effect.either(s.save(cp)), { concurrency: 20 })
+              )
+              yield* Effect.sleep(Duration.millis(5))
+              yield* killClient(name)
+              const results = yield* fiber.await.pipe(Effect.flatten)
+              for (const r of results) {
+                if (Either.isLeft(r)) {
+                  expect(r.left).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "save" })
+                  failures++
+                }
+              }
+              const present = yield* wholeOrAbsent(prefix, run)
+              results.forEach((r, i) => {
+                if (Either.isRight(r)) expect(present[i], `saved v${run[i]!.version} is stored`).toBe(true)
+              })
+              stored = [...stored, ...run.filter((_, i) => present[i]).map((c) => c.version)]
+            }
+            expect(failures, "the kill hit saves in flight").toBeGreaterThan(0)
+            // The store goes on: what is stored lists in order, and new saves land.
+            expect((yield* s.list(e)).map((c) => c.version)).toEqual(stored)
+            yield* s.save(yield* mk(e, 1000))
+            expect(Option.map(yield* s.latest(e), (c) => c.version)).toEqual(Option.some(1000))
+          }), { connectionName: name, commandTimeout: "1 second" })
+      }))
+
+    it.live("through a proxy: a stall fails the operation typed after commandTimeout, and the store recovers", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const proxy = yield* redisProxy(target)
+        const prefix = yield* ownedPrefix
+        const s = Context.get(
+          yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: proxy.port, db: target.db, prefix, commandTimeout: "400 millis" })),
+          store
+        )
+        const e = yield* freshExecution()
+        yield* s.save(yield* mk(e, 1))
+        proxy.stall()
+        const stalled = yield* mk(e, 2)
+        const started = Date.now()
+        const error = yield* Effect.flip(s.save(stalled))
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "save" })
+        expect(error.message).toContain("timed out")
+        expect(Date.now() - started).toBeLessThan(3_000)
+        expect((yield* Effect.flip(s.list(e)))._tag).toBe("CheckpointStoreError")
+        proxy.resume()
+        // The stalled save reached the server late: it landed whole (its outcome was unknown to the caller).
+        yield* Effect.sleep(Duration.millis(100))
+        expect(yield* wholeOrAbsent(prefix, [stalled])).toEqual([true])
+        expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
+        expect((yield* Effect.flip(s.save(stalled)))._tag).toBe("CheckpointConflict")
+      })))
+
+    it.live("through a proxy: a cut connection mid-batch leaves the batch all there or all absent; a server down fails fast and comes back", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const proxy = yield* redisProxy(target)
+        const prefix = yield* ownedPrefix
+        const s = Context.get(
+          yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: proxy.port, db: target.db, prefix, commandTimeout: "1 second" })),
+          store
+        )
+        const e = yield* freshExecution()
+        const outcomes = new Set<string>()
+        for (let round = 0; round < 6; round++) {
+          const batch = yield* Effect.forEach(Array.from({ length: 200 }, (_, i) => round * 200 + i + 1), (v) =>
+            mk(e, v, { state: { blob: "y".repeat(5_000) } }))
+          const fiber = yield* Effect.fork(Effect.either(s.saveMany(batch)))
+          yield* Effect.sleep(Duration.millis([0, 2, 5, 15, 40, 80][round]!))
+          proxy.cut()
+          const result = yield* fiber.await.pipe(Effect.flatten)
+          if (Either.isLeft(result)) expect(result.left).toMatchObject({ _tag: "CheckpointStoreError", operation: "saveMany" })
+          const present = yield* wholeOrAbsent(prefix, batch)
+          expect(new Set(present).size, `round ${round}: all or nothing`).toBe(1)
+          if (Either.isRight(result)) expect(present[0]).toBe(true)
+          outcomes.add(`${result._tag}:${present[0]}`)
+          // The next operation reconnects.
+          yield* s.list(e, { limit: 1 })
+        }
+        // Cut before the batch was all sent, and after it landed (the last rounds wait long enough).
+        expect(outcomes.has("Left:false")).toBe(true)
+        expect(outcomes.has("Right:true")).toBe(true)
+        // The server goes away: operations fail typed within seconds, naming the cause.
+        yield* proxy.down()
+        const started = Date.now()
+        const down = yield* Effect.flip(s.latest(e))
+        expect(down).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "latest" })
+        expect(down.message).toMatch(/ECONNREFUSED|closed|retries|timed out/)
+        expect(Date.now() - started).toBeLessThan(5_000)
+        // It comes back: the store reconnects by itself.
+        yield* proxy.up()
+        const back = yield* s.save(yield* mk(e, 5000)).pipe(
+          Effect.retry({ schedule: Schedule.spaced("250 millis"), times: 20, while: (x) => x._tag === "CheckpointStoreError" }),
+          Effect.either
+        )
+        expect(Either.isRight(back) || Either.isLeft(back) && back.left._tag === "CheckpointConflict").toBe(true)
+        expect(Option.map(yield* s.latest(e), (c) => c.version)).toEqual(Option.some(5000))
+      })))
+    it.live("a private server killed (SIGKILL) mid-run and restarted: every checkpoint is whole or absent, acknowledged saves survive, the store reconnects and reloads its scripts", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const server = yield* privateRedis
+        const direct = yield* Effect.acquireRelease(
+          Effect.sync(() => new Redis({ host: "127.0.0.1", port: server.port, lazyConnect: true, maxRetriesPerRequest: 0 })),
+          (c) => Effect.sync(() => c.disconnect())
+        )
+        direct.on("error", () => undefined)
+        const s = Context.get(
+          yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: server.port, commandTimeout: "2 seconds" })),
+          store
+        )
+        const e = yield* freshExecution()
+        yield* s.saveMany(yield* Effect.forEach([1, 2, 3], (v) => mk(e, v)))
+        const run = yield* Effect.forEach(Array.from({ length: 300 }, (_, i) => i + 4), (v) =>
+          mk(e, v, { state: { blob: "z".repeat(20_000), v } }))
+        // Saves started before the crash; none is started after it (each would only wait for a reconnection).
+        let crashed = false
+        const fiber = yield* Effect.fork(Effect.forEach(run, (cp) =>
+          Effect.suspend(() => crashed ? Effect.succeed(undefined) : Effect.either(s.save(cp))), { concurrency: 10 }))
+        yield* Effect.sleep(Duration.millis(30))
+        yield* server.crash()
+        crashed = true
+        const results = yield* fiber.await.pipe(Effect.flatten)
+        const failed = results.filter((r) => r !== undefined && Either.isLeft(r))
+        expect(failed.length, "the crash hit the run").toBeGreaterThan(0)
+        for (const r of failed) expect(r).toMatchObject({ left: { _tag: "CheckpointStoreError", backend: "redis", operation: "save" } })
+        yield* server.start()
+        // A restarted server has an empty script cache.
+        expect(yield* Effect.promise(() => direct.info("commandstats"))).not.toMatch(/cmdstat_eval/)
+        // The store reconnects by itself.
+        const listed = yield* s.list(e).pipe(
+          Effect.retry({ schedule: Schedule.spaced("200 millis"), times: 25, while: (x) => x._tag === "CheckpointStoreError" })
+        )
+        // Each checkpoint is whole or absent; each acknowledged save is there (appendfsync always).
+        const present: Array<boolean> = []
+        for (const cp of run) {
+          const doc = yield* Effect.promise(() => direct.exists(`checkpoint:${cp.id}`))
+          const score = yield* Effect.promise(() => direct.zscore(`execution:${e}:checkpoints`, cp.id))
+          expect(doc === 1, `v${cp.version}: document and index agree`).toBe(score !== null)
+          present.push(doc === 1)
+        }
+        results.forEach((r, i) => {
+          if (r !== undefined && Either.isRight(r)) expect(present[i], `acknowledged v${run[i]!.version} survived`).toBe(true)
+        })
+        expect(listed.map((c) => c.version)).toEqual([1, 2, 3, ...run.filter((_, i) => present[i]).map((c) => c.version)])
+        // The store loaded its scripts again (EVAL after NOSCRIPT) and goes on.
+        yield* s.save(yield* mk(e, 10_000))
+        yield* s.delete(run[0]!.id)
+        expect(yield* Effect.promise(() => direct.info("commandstats"))).toMatch(/cmdstat_eval:calls=[1-9]/)
+        expect(Option.map(yield* s.latest(e), (c) => c.version)).toEqual(Option.some(10_000))
+      })))
+  })
+
+  describe("layers", () => {
+    it.live("layerConfig reads REDIS_ADDR (host:port or URL), REDIS_DB, REDIS_PREFIX and REDIS_TTL", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const prefix = yield* ownedPrefix
+        const e = yield* freshExecution()
+        const save = (env: Record<string, string>, version: number) =>
+          Effect.flatMap(store, (s) => Effect.flatMap(mk(e, version), s.save)).pipe(
+            Effect.provide(RedisStore.layerConfig),
+            Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+          )
+        yield* save({ REDIS_ADDR: `${target.host}:${target.port}`, REDIS_DB: String(target.db), REDIS_PREFIX: prefix, REDIS_TTL: "1 hour" }, 1)
+        yield* save({ REDIS_ADDR: TEST_URL, REDIS_PREFIX: prefix }, 2)
+        const k = keysOf(prefix)
+        const ids = yield* Effect.promise(() => admin.zrange(k.execution(e), 0, -1))
+        expect(ids.length).toBe(2)
+        const ttl = yield* Effect.promise(() => admin.pttl(k.checkpoint(ids[0]!)))
+        expect(ttl).toBeGreaterThan(3_000_000)
+        expect(yield* Effect.promise(() => admin.pttl(k.checkpoint(ids[1]!)))).toBe(-1)
+        const bad = yield* Effect.flip(save({ REDIS_ADDR: TEST_URL, REDIS_DB: "one" }, 3))
+        expect(bad).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "config" })
+        const badPrefix = yield* Effect.flip(save({ REDIS_ADDR: TEST_URL, REDIS_PREFIX: "a*" }, 3))
+        expect(badPrefix).toMatchObject({ _tag: "InvalidIdentifier", kind: "prefix" })
+        const port = yield* closedPort
+        const down = yield* Effect.flip(save({ REDIS_ADDR: `127.0.0.1:${port}`, REDIS_PASSWORD: SECRET }, 3))
+        expect(down).toMatchObject({ _tag: "CheckpointStoreError", operation: "connect" })
+        expectNoSecret(down)
+      })))
+
+    it.live("layer closes its own connection when the scope closes", () =>
+      Effect.gen(function*() {
+        const name = `ec-test-${randomUUID()}`
+        yield* withStore(() =>
+          Effect.gen(function*() {
+            yield* Effect.flatMap(store, (s) => s.listExecutions())
+            expect(yield* clientIdByName(name)).toBeDefined()
+          }), { connectionName: name })
+        yield* Effect.sleep(Duration.millis(50))
+        expect(yield* clientIdByName(name)).toBeUndefined()
+      }))
+
+    it.live("layerClient runs on the app's client, honours its keyPrefix, and never closes it", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const outer = yield* ownedPrefix
+        const client = yield* Effect.acquireRelease(
+          Effect.sync(() => new Redis(TEST_URL, { lazyConnect: true, keyPrefix: outer, maxRetriesPerRequest: 1 })),
+          (c) => Effect.promise(() => c.quit())
+        )
+        const e = yield* freshExecution()
+        const cps = yield* Effect.forEach([1, 2, 3], (v) => mk(e, v))
+        yield* Effect.gen(function*() {
+          const s = yield* store
+          yield* s.saveMany(cps)
+          yield* s.delete(cps[0]!.id)
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([2, 3])
+          expect(yield* s.prune(e, 1)).toBe(1)
+          expect((yield* s.listExecutions()).map((x) => x.latestVersion)).toEqual([3])
+        }).pipe(Effect.provide(RedisStore.layerClient(client, { prefix: "inner:" })))
+        expect(client.status).toBe("ready")
+        // The store's keys are under keyPrefix + prefix, and the indexes agree with the documents.
+        const k = keysOf(`${outer}inner:`)
+        expect(yield* scanPrefix(outer)).toEqual([k.checkpoint(cps[2]!.id), k.execution(e), k.executions].sort())
+        yield* cleanup(`${outer}inner:`)
+      })))
+
+    it.live("an operation on a closed layerClient client fails typed", () =>
+      Effect.gen(function*() {
+        const client = new Redis(TEST_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
+        const result = yield* Effect.gen(function*() {
+          const s = yield* store
+          yield* Effect.promise(() => client.quit())
+          return yield* Effect.flip(s.list(yield* freshExecution()))
+        }).pipe(Effect.provide(RedisStore.layerClient(client)))
+        expect(result).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "list" })
+      }))
+  })
+
+  describe("examples/redis.ts", () => {
+    it.live("runs the graph on worker A, resumes it on worker B from Redis, shows the ttl, and clears what it made", () =>
+      Effect.gen(function*() {
+        const out = yield* Effect.sync(() =>
+          execFileSync("npx", ["tsx", "examples/redis.ts"], {
+            encoding: "utf8",
+            timeout: 60_000,
+            env: { ...process.env, REDIS_ADDR: TEST_URL },
+            stdio: ["ignore", "pipe", "pipe"]
+          })
+        )
+        const executionId = /=== Worker A: run (\S+) /.exec(out)?.[1]
+        expect(executionId).toBeDefined()
+        expect(out).toContain("The run stopped: step 2: the worker crashed (simulated)")
+        expect(out).toContain(`=== Worker B: 2 checkpoints of ${executionId} in Redis ===`)
+        expect(out).toMatch(/#1 __input__ key=example_checkpoints:checkpoint:\S+ ttl=3[56]\d\ds /)
+        const resumed = out.slice(out.indexOf("=== Worker B: resume"))
+        expect(resumed).not.toContain("Running step 1")
+        expect(resumed).toContain("Running step 2")
+        expect(resumed).toContain("Final data:    Start → Step1 → Step2 → Step3")
+        expect(out).toContain("=== 4 checkpoints after the resume ===")
+        expect(out).toContain(`=== Cleared: 0 checkpoints left for ${executionId} ===`)
+        const k = keysOf("example_checkpoints:")
+        expect(yield* Effect.promise(() => admin.exists(k.execution(executionId!)))).toBe(0)
+        expect(yield* Effect.promise(() => admin.zscore(k.executions, executionId!))).toBeNull()
+      }))
+  })
+})
