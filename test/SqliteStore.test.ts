@@ -326,7 +326,7 @@ describe("SqliteStore", () => {
   })
 
   describe("conflicts and batches", () => {
-    it.live("a duplicate id or (executionId, version) is CheckpointConflict naming the incoming checkpoint; other errors are not", () =>
+    it.live("a duplicate id or (executionId, version) is CheckpointConflict naming the incoming (or the colliding batch) checkpoint", () =>
       withFileStore(() =>
         Effect.gen(function*() {
           const s = yield* store
