@@ -24,9 +24,19 @@
  * corrupt: `list`, `latest` and `listExecutions` skip it and remove it from
  * the index, and its version can be saved again.
  *
- * The store needs a standalone Redis (or a primary of a replicated one), 6.2
- * or newer; Redis Cluster is not supported (a script touches keys that can
- * live in different slots).
+ * The store needs a standalone Redis (or the primary of a replicated one),
+ * 5.0 or newer (tested with 7.0); Redis Cluster is not supported (a script
+ * touches keys that can live in different slots). Durability is the server's:
+ * with no persistence, a restart of Redis loses every checkpoint; with
+ * `appendonly yes` and `appendfsync always`, an acknowledged save survives a
+ * crash.
+ *
+ * Failures: when the connection drops, every operation in flight fails at
+ * once with `CheckpointStoreError` and is never sent again by the client (a
+ * save whose reply was lost may or may not have landed — never half: a retry
+ * reports `CheckpointConflict` if it did); reads are sent once more by the
+ * store. A server that does not answer fails an operation after
+ * `commandTimeout`. The client reconnects by itself.
  *
  * @since 0.1.0
  */
@@ -201,7 +211,7 @@ end
 const SAVE = `${PRELUDE}
 local id, e, v, doc, ttl, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if redis.call('EXISTS', KEYS[1]) == 1 or taken(KEYS[2], v) then return 0 end
-local freshE = redis.call('EXISTS', KEYS[3]) == 0
+local freshE = ttl > 0 and redis.call('EXISTS', KEYS[3]) == 0
 redis.call('ZADD', KEYS[3], now, e)
 redis.call('ZADD', KEYS[2], v, id)
 if ttl > 0 then redis.call('SET', KEYS[1], doc, 'PX', ttl) else redis.call('SET', KEYS[1], doc) end
@@ -220,7 +230,7 @@ for i = 0, n - 1 do
   local at = 4 + 4 * i
   if redis.call('EXISTS', ckey(ARGV[at])) == 1 or taken(xkey(ARGV[at + 1]), ARGV[at + 2]) then return i + 1 end
 end
-local freshE = redis.call('EXISTS', KEYS[1]) == 0
+local freshE = ttl > 0 and redis.call('EXISTS', KEYS[1]) == 0
 for i = 0, n - 1 do
   local at = 4 + 4 * i
   local id, e, v, doc = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
@@ -379,7 +389,11 @@ const isWrongType = (e: unknown): boolean => e instanceof Error && e.message.sta
 const isConnectionDrop = (e: unknown): boolean =>
   e instanceof Error && (e.name === "MaxRetriesPerRequestError" || e.message === "Connection is closed.")
 
-/** Milliseconds of a ttl: `undefined` for "never expires", or a failure message. */
+/** Runs a read once more if the connection dropped under it (cheaper than `Effect.retry` on the hot path). */
+const onceMoreIfDropped = <A>(read: Effect.Effect<A, unknown>): Effect.Effect<A, unknown> =>
+  Effect.catchIf(read, isConnectionDrop, () => read)
+
+/** Milliseconds of a ttl (0 = never expires), or why it is not one. */
 const ttlMillis = (ttl: Duration.DurationInput | undefined): number | string => {
   if (ttl === undefined) return 0
   const decoded = Duration.decodeUnknown(ttl)
@@ -442,22 +456,19 @@ const makeWith = (
     }
 
     /** One EVALSHA; loads the script with EVAL if the server does not know it (a restart flushed its cache). */
-    const evalScript = (s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
-      Effect.tryPromise({ try: () => client.evalsha(s.sha, keys.length, ...keys, fullPrefix, ...args), catch: identity }).pipe(
-        Effect.catchIf(isNoScript, () =>
-          Effect.tryPromise({ try: () => client.eval(s.lua, keys.length, ...keys, fullPrefix, ...args), catch: identity }))
+    const evalScript = (s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>): Promise<unknown> =>
+      client.evalsha(s.sha, keys.length, ...keys, fullPrefix, ...args).then(
+        undefined,
+        (e: unknown) => isNoScript(e) ? client.eval(s.lua, keys.length, ...keys, fullPrefix, ...args) : Promise.reject(e)
       )
 
     /** A write: never sent twice (a lost reply leaves its outcome unknown: it fails). */
     const run = (operation: string, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
-      Effect.mapError(evalScript(s, keys, args), fail(operation))
+      Effect.tryPromise({ try: () => evalScript(s, keys, args), catch: fail(operation) })
 
     /** A read: sent once more if the connection dropped under it (it changes nothing but stale index entries). */
     const runRead = (operation: string, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
-      evalScript(s, keys, args).pipe(
-        Effect.retry({ times: 1, while: isConnectionDrop }),
-        Effect.mapError(fail(operation))
-      )
+      Effect.mapError(onceMoreIfDropped(Effect.tryPromise({ try: () => evalScript(s, keys, args), catch: identity })), fail(operation))
 
     /** Decodes a document read at `id`'s key from the index of `executionId` at `score`. */
     const decodeAt = (
@@ -518,22 +529,24 @@ const makeWith = (
     return CheckpointStore.make({
       insertOne: (e) => {
         const cp = e.checkpoint
-        return Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) =>
+        const keys = [checkpointKey(cp.id), executionKey(cp.executionId), executionsKey]
+        return Effect.clockWith((clock) =>
           Effect.flatMap(
-            run("save", SCRIPTS.save, [checkpointKey(cp.id), executionKey(cp.executionId), executionsKey], [
+            run("save", SCRIPTS.save, keys, [
               cp.id,
               cp.executionId,
               String(cp.version),
               e.document,
               ttlArg,
-              String(now)
+              String(clock.unsafeCurrentTimeMillis())
             ]),
             (saved) => saved === 1 ? Effect.void : Effect.fail(conflictOf(cp))
-          ))
+          )
+        )
       },
       insert: (batch) =>
-        Effect.flatMap(Effect.clockWith((clock) => clock.currentTimeMillis), (now) => {
-          const args: Array<string> = [ttlArg, String(now)]
+        Effect.clockWith((clock) => {
+          const args: Array<string> = [ttlArg, String(clock.unsafeCurrentTimeMillis())]
           for (const { checkpoint: cp, document } of batch) args.push(cp.id, cp.executionId, String(cp.version), document)
           return Effect.flatMap(run("saveMany", SCRIPTS.saveMany, [executionsKey], args), (at) => {
             const conflicting = typeof at === "number" && at > 0 ? batch[at - 1] : undefined
@@ -541,8 +554,7 @@ const makeWith = (
           })
         }),
       load: (id) =>
-        Effect.tryPromise({ try: () => client.get(checkpointKey(id)), catch: (e) => e }).pipe(
-          Effect.retry({ times: 1, while: isConnectionDrop }),
+        onceMoreIfDropped(Effect.tryPromise({ try: () => client.get(checkpointKey(id)), catch: identity })).pipe(
           Effect.mapError((e) =>
             isWrongType(e)
               ? new CheckpointDecodeError({ id, message: `Stored checkpoint ${JSON.stringify(id)} is not a string value` })
