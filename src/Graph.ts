@@ -830,6 +830,18 @@ export const compileCheckpointable = <S, I, E, R>(
         ? Effect.void
         : savePosition(run, options.durability === "sync")
 
+    /** Saves where the run stands and stops it with `GraphInterrupted`. */
+    const pause = (run: Run<S>, node: string, when: "before" | "after") =>
+      Effect.flatMap(savePosition(run, true), () =>
+        Effect.fail(
+          new GraphInterrupted({
+            executionId: run.executionId,
+            node,
+            when,
+            ...(run.parentId === undefined ? {} : { checkpointId: run.parentId })
+          })
+        ))
+
     /** Runs nodes from `start` to END, saving after each step according to the config. */
     const loop = (run: Run<S>, start: string, pauseFirst: boolean) =>
       Effect.gen(function*() {
@@ -838,15 +850,7 @@ export const compileCheckpointable = <S, I, E, R>(
         let state = run.position.state
         while (node !== END) {
           yield* run.saver.check
-          if (interruptBefore.has(node) && (pauseFirst || steps > 0)) {
-            yield* savePosition(run, true)
-            return yield* new GraphInterrupted({
-              executionId: run.executionId,
-              node,
-              when: "before",
-              ...(run.parentId === undefined ? {} : { checkpointId: run.parentId })
-            })
-          }
+          if (interruptBefore.has(node) && (pauseFirst || steps > 0)) return yield* pause(run, node, "before")
           if (steps >= compiled.recursionLimit) {
             return yield* new RecursionLimitExceeded({ limit: compiled.recursionLimit, executionId: run.executionId })
           }
@@ -855,15 +859,7 @@ export const compileCheckpointable = <S, I, E, R>(
           const next: string = yield* route(compiled, node, state) as Effect.Effect<string, E | GraphValidationError, R>
           run.position = { nodeName: node, state, next: next === END ? [] : [next], saved: false }
           yield* stepSave(run)
-          if (interruptAfter.has(node) && next !== END) {
-            yield* savePosition(run, true)
-            return yield* new GraphInterrupted({
-              executionId: run.executionId,
-              node,
-              when: "after",
-              ...(run.parentId === undefined ? {} : { checkpointId: run.parentId })
-            })
-          }
+          if (interruptAfter.has(node) && next !== END) return yield* pause(run, node, "after")
           node = next
         }
         return state
