@@ -39,7 +39,6 @@ import {
   Either,
   Exit,
   Fiber,
-  FiberSet,
   Option,
   ParseResult,
   Schema
@@ -620,8 +619,11 @@ interface Pending {
 
 /**
  * The saves of one run. Checkpoints are handed over in version order and
- * written by one fiber at a time (in the run's FiberSet), all pending ones
- * together, so they land in order and a failure leaves a gap-free prefix.
+ * written by one save fiber at a time, all pending ones together (one
+ * `saveMany`), so they land in order and a failure leaves a gap-free prefix.
+ * The save fiber is a daemon: interrupting the run never cuts a save in the
+ * middle; the run awaits it (`drain`) before it returns. A save that is
+ * waited for while nothing else is pending is written inline, without a fiber.
  */
 interface Saver {
   /** Hands a checkpoint over; fails at once if an earlier save failed. With `wait`, returns when it landed. */
@@ -633,56 +635,88 @@ interface Saver {
   readonly failure: () => Failure | undefined
 }
 
-const makeSaver = (
-  store: CheckpointStore.Service,
-  set: FiberSet.FiberSet<void, never>,
-  clockTick: () => number
-): Saver => {
+const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Saver => {
   const pending: Array<Pending> = []
-  let flushing = false
+  /**
+   * The save fiber: `undefined` when none is going; `"scheduled"` when one was
+   * forked but has not started (whoever comes first — that fiber, or a run
+   * that must wait anyway — does the writing); or the running fiber.
+   */
+  let flusher: Fiber.RuntimeFiber<void> | "scheduled" | undefined
+  /** Tells a forked fiber whether it is still the one that should write. */
+  let generation = 0
   let failure: Failure | undefined
   const settle = (batch: ReadonlyArray<Pending>, exit: Exit.Exit<void, CheckpointStore.SaveError>) =>
     Effect.forEach(batch, (p) => p.done === undefined ? Effect.void : Deferred.done(p.done, exit), { discard: true })
-  const flush: Effect.Effect<void> = Effect.suspend(() => {
-    if (pending.length === 0) {
-      flushing = false
-      return Effect.void
-    }
+  const fail = (cause: Cause.Cause<CheckpointStore.SaveError>) => {
+    failure ??= { cause, at: clockTick(), surfaced: false }
+  }
+  /** Writes a batch; if it fails as a whole, its checkpoints one by one, so the longest good prefix still lands. */
+  const write = (batch: ReadonlyArray<Checkpoint.Checkpoint>) =>
+    batch.length === 1
+      ? store.save(batch[0]!)
+      : Effect.catchAllCause(store.saveMany(batch), () => Effect.forEach(batch, store.save, { discard: true }))
+  /** Writes everything pending, batch after batch, until nothing is left or a write fails. */
+  const flushAll: Effect.Effect<void> = Effect.suspend(() => {
+    if (pending.length === 0) return Effect.void
     const batch = pending.splice(0, pending.length)
-    const write = batch.length === 1
-      ? store.save(batch[0]!.checkpoint)
-      // If the batch fails as a whole, save its checkpoints one by one, so the longest good prefix still lands.
-      : Effect.catchAllCause(
-        store.saveMany(batch.map((p) => p.checkpoint)),
-        () => Effect.forEach(batch, (p) => store.save(p.checkpoint), { discard: true })
-      )
-    return Effect.matchCauseEffect(write, {
+    return Effect.matchCauseEffect(write(batch.map((p) => p.checkpoint)), {
       onFailure: (cause) => {
-        failure ??= { cause, at: clockTick(), surfaced: false }
-        flushing = false
+        fail(cause)
         // Nothing after a failed save may land: drop the rest, so what is stored stays a gap-free prefix.
         const dropped = pending.splice(0, pending.length)
         return settle([...batch, ...dropped], Exit.failCause(cause))
       },
-      onSuccess: () => Effect.zipRight(settle(batch, Exit.void), flush)
+      onSuccess: () => Effect.zipRight(settle(batch, Exit.void), flushAll)
     })
+  })
+  /** The body of a forked save fiber: it writes only if nobody wrote in its place before it started. */
+  const forked = (gen: number): Effect.Effect<void> =>
+    Effect.withFiberRuntime((fiber) => {
+      if (flusher !== "scheduled" || gen !== generation) return Effect.void
+      flusher = fiber as Fiber.RuntimeFiber<void>
+      return Effect.ensuring(flushAll, Effect.sync(() => flusher = undefined))
+    })
+  /** Writes what is pending in this fiber, whole (an interruption never cuts a save). */
+  const flushHere = Effect.suspend(() => {
+    generation++
+    flusher = undefined
+    return Effect.uninterruptible(flushAll)
   })
   const check = Effect.suspend(() => {
     if (failure === undefined) return Effect.void
     failure.surfaced = true
     return Effect.failCause(failure.cause)
   })
+  /** Until every handed-over checkpoint landed: take over a fiber that has not started, await one that has. */
+  const drain: Effect.Effect<void> = Effect.suspend(() =>
+    flusher === undefined
+      ? Effect.void
+      : flusher === "scheduled"
+      ? Effect.zipRight(flushHere, drain)
+      : Effect.zipRight(Fiber.await(flusher), drain)
+  )
   return {
     check,
     enqueue: (checkpoint, wait) =>
       Effect.suspend(() => {
         if (failure !== undefined) return check
+        if (wait && typeof flusher !== "object") {
+          // No save fiber is writing: write it (and anything pending before it) here.
+          pending.push({ checkpoint, done: undefined })
+          return Effect.zipRight(flushHere, check)
+        }
         const done = wait ? Deferred.unsafeMake<void, CheckpointStore.SaveError>(undefined as never) : undefined
         pending.push({ checkpoint, done })
-        const start = flushing ? Effect.void : (flushing = true, Effect.asVoid(FiberSet.run(set, flush)))
+        const start = flusher !== undefined
+          ? Effect.void
+          : Effect.suspend(() => {
+            flusher = "scheduled"
+            return Effect.asVoid(Effect.forkDaemon(forked(generation)))
+          })
         return done === undefined ? start : Effect.zipRight(start, Deferred.await(done))
       }),
-    drain: FiberSet.awaitEmpty(set),
+    drain,
     failure: () => failure
   }
 }
@@ -866,8 +900,8 @@ export const compileCheckpointable = <S, I, E, R>(
       })
 
     /**
-     * Runs `run` from `start` inside its own scope: a FiberSet for its saves,
-     * a periodic saver when autoSave is off. Whatever happens (success,
+     * Runs `run` from `start` with its saver (and a periodic save fiber when
+     * autoSave is off). Whatever happens (success,
      * failure, interruption) every save of the run has landed before this
      * returns; the first failure in time wins, the other stays in the Cause.
      */
@@ -876,15 +910,14 @@ export const compileCheckpointable = <S, I, E, R>(
       start: string,
       pauseFirst: boolean
     ): Effect.Effect<S, E | RunError, R> =>
-      Effect.scoped(Effect.gen(function*() {
-        const set = yield* FiberSet.make<void, never>()
-        const run: Run<S> = { ...init, saver: makeSaver(store, set, clockTick) }
-        return yield* Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const run: Run<S> = { ...init, saver: makeSaver(store, clockTick) }
+        return Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
             active.set(run.executionId, run)
             const periodic = options.autoSave
               ? undefined
-              : yield* Effect.forkScoped(Effect.interruptible(
+              : yield* Effect.forkDaemon(Effect.interruptible(
                 Effect.forever(Effect.zipRight(Effect.sleep(saveInterval), Effect.ignore(savePosition(run, false))))
               ))
             let failedAt = 0
@@ -918,7 +951,7 @@ export const compileCheckpointable = <S, I, E, R>(
               : yield* Effect.failCause(cause)
           })
         )
-      })) as Effect.Effect<S, E | RunError, R>
+      }) as Effect.Effect<S, E | RunError, R>
 
     /** The first node of `next`, checked against the graph. */
     const startOf = (cp: { readonly id: string; readonly next: ReadonlyArray<string> }) => {

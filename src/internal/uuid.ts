@@ -14,14 +14,25 @@ const SEED_BITS = 2 ** 41
 
 let lastMs = -1
 let counter = 0
-const random = new Uint8Array(10)
+/** Random bytes are drawn from the OS in blocks (one syscall per 409 ids, not one per id). */
+const POOL_SIZE = 4096
+const pool = new Uint8Array(POOL_SIZE)
+let poolAt = POOL_SIZE
+const random = (): Uint8Array => {
+  if (poolAt + 10 > POOL_SIZE) {
+    randomFillSync(pool)
+    poolAt = 0
+  }
+  const bytes = pool.subarray(poolAt, poolAt + 10)
+  poolAt += 10
+  return bytes
+}
 
 const hex = (value: number, width: number): string => value.toString(16).padStart(width, "0")
 
 /** A new UUIDv7 text id for the time `nowMs`. */
 export const uuidv7 = (nowMs: number): string => {
-  randomFillSync(random)
-  const r = random
+  const r = random()
   if (nowMs > lastMs) {
     lastMs = nowMs
     counter = (r[0]! & 0x01) * 2 ** 40 + r[1]! * 2 ** 32 + ((r[2]! << 24) >>> 0) + (r[3]! << 16) + (r[4]! << 8) + r[5]!
