@@ -609,8 +609,17 @@ export interface CheckpointableRunnable<S, E = never, R = never> {
 interface Failure {
   readonly cause: Cause.Cause<CheckpointStore.SaveError>
   readonly at: number
-  surfaced: boolean
 }
+
+/**
+ * How a run stops when one of its saves failed: the run fails with this
+ * marker, and `execute` puts the save's own failure in its place (once, in
+ * time order with any other failure). It never leaves this module.
+ */
+class SaveFailed {
+  readonly _tag = "SaveFailed"
+}
+const saveFailed = new SaveFailed()
 
 interface Pending {
   readonly checkpoint: Checkpoint.Checkpoint
@@ -628,12 +637,15 @@ interface Pending {
 interface Saver {
   /** Hands a checkpoint over; fails at once if an earlier save failed. With `wait`, returns when it landed. */
   readonly enqueue: (checkpoint: Checkpoint.Checkpoint, wait: boolean) => Effect.Effect<void, CheckpointStore.SaveError>
-  /** Fails with the first save failure, if any (the step-boundary check). */
-  readonly check: Effect.Effect<void, CheckpointStore.SaveError>
+  /** Fails with `SaveFailed` if a save failed (the step-boundary check). */
+  readonly check: Effect.Effect<void, SaveFailed>
   /** Waits until every handed-over checkpoint landed or was dropped after a failure. */
   readonly drain: Effect.Effect<void>
   readonly failure: () => Failure | undefined
 }
+
+const isSaveFailed = (cause: Cause.Cause<unknown>): boolean =>
+  Option.exists(Cause.failureOption(cause), (e) => e instanceof SaveFailed)
 
 const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Saver => {
   const pending: Array<Pending> = []
@@ -649,7 +661,7 @@ const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Sav
   const settle = (batch: ReadonlyArray<Pending>, exit: Exit.Exit<void, CheckpointStore.SaveError>) =>
     Effect.forEach(batch, (p) => p.done === undefined ? Effect.void : Deferred.done(p.done, exit), { discard: true })
   const fail = (cause: Cause.Cause<CheckpointStore.SaveError>) => {
-    failure ??= { cause, at: clockTick(), surfaced: false }
+    failure ??= { cause, at: clockTick() }
   }
   /** Writes a batch; if it fails as a whole, its checkpoints one by one, so the longest good prefix still lands. */
   const write = (batch: ReadonlyArray<Checkpoint.Checkpoint>) =>
@@ -683,11 +695,8 @@ const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Sav
     flusher = undefined
     return Effect.uninterruptible(flushAll)
   })
-  const check = Effect.suspend(() => {
-    if (failure === undefined) return Effect.void
-    failure.surfaced = true
-    return Effect.failCause(failure.cause)
-  })
+  const failed = Effect.suspend(() => failure === undefined ? Effect.void : Effect.failCause(failure.cause))
+  const check = Effect.suspend(() => failure === undefined ? Effect.void : Effect.fail(saveFailed))
   /** Until every handed-over checkpoint landed: take over a fiber that has not started, await one that has. */
   const drain: Effect.Effect<void> = Effect.suspend(() =>
     flusher === undefined
@@ -700,11 +709,11 @@ const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Sav
     check,
     enqueue: (checkpoint, wait) =>
       Effect.suspend(() => {
-        if (failure !== undefined) return check
+        if (failure !== undefined) return failed
         if (wait && typeof flusher !== "object") {
           // No save fiber is writing: write it (and anything pending before it) here.
           pending.push({ checkpoint, done: undefined })
-          return Effect.zipRight(flushHere, check)
+          return Effect.zipRight(flushHere, failed)
         }
         const done = wait ? Deferred.unsafeMake<void, CheckpointStore.SaveError>(undefined as never) : undefined
         pending.push({ checkpoint, done })
@@ -854,7 +863,7 @@ export const compileCheckpointable = <S, I, E, R>(
           Effect.flatMap((state) => nextCheckpoint(run, at.nodeName, state, at.next, run.metadata)),
           Effect.flatMap((cp) => {
             run.position = { ...at, saved: true }
-            return run.saver.enqueue(cp, wait)
+            return Effect.catchAllCause(run.saver.enqueue(cp, wait), () => Effect.fail(saveFailed))
           })
         )
       })
@@ -937,14 +946,15 @@ export const compileCheckpointable = <S, I, E, R>(
             const pruned = failure === undefined && maxCheckpoints > 0 && run.version > maxCheckpoints
               ? yield* Effect.exit(Effect.asVoid(store.prune(run.executionId, maxCheckpoints)))
               : Exit.void
-            let cause: Cause.Cause<any> = Exit.isFailure(first) ? first.cause : Cause.empty
-            if (failure !== undefined && !failure.surfaced) {
-              cause = failedAt !== 0 && failedAt < failure.at
+            // The run's own failure, unless it only stopped because a save failed.
+            const stopped = Exit.isFailure(first) && isSaveFailed(first.cause)
+            let cause: Cause.Cause<any> = Exit.isFailure(first) && !stopped ? first.cause : Cause.empty
+            if (failure !== undefined) {
+              cause = !stopped && failedAt !== 0 && failedAt < failure.at
                 ? Cause.sequential(cause, failure.cause)
                 : Cause.sequential(failure.cause, cause)
-            } else if (Exit.isFailure(final) && failure === undefined) {
-              cause = Cause.sequential(cause, final.cause)
             }
+            if (Exit.isFailure(final) && !isSaveFailed(final.cause)) cause = Cause.sequential(cause, final.cause)
             if (Exit.isFailure(pruned)) cause = Cause.sequential(cause, pruned.cause)
             return Cause.isEmpty(cause) && Exit.isSuccess(first)
               ? first.value

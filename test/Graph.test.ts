@@ -834,6 +834,26 @@ describe("saving", () => {
       expect(names(yield* runnable.listCheckpoints(fresh))).toEqual(["step2"])
     }).pipe(Effect.provide(MemoryStore.layer)))
 
+  it.live("exit: a failed final save fails the run with the store's typed error", () =>
+    Effect.gen(function*() {
+      const layer = instrumented({ before: () => Effect.fail(failWith("save")) })
+      yield* Effect.gen(function*() {
+        const runnable = yield* Graph.compileCheckpointable(linear(), { durability: "exit" })
+        const error = yield* Effect.flip(runnable.invoke(input))
+        expect(error).toMatchObject({ _tag: "CheckpointStoreError", operation: "save" })
+        expect(yield* runnable.listCheckpoints()).toEqual([])
+        // A node failure and the failed save of the last good state: the node's error first, the save's in the Cause.
+        const failing = Graph.make(ProcessState).pipe(
+          Graph.addNode("a", () => Effect.fail(new Boom({ at: "a" }))),
+          Graph.addEdge("a", Graph.END),
+          Graph.setEntryPoint("a")
+        )
+        const r2 = yield* Graph.compileCheckpointable(failing, { durability: "exit" })
+        const exit = yield* Effect.exit(r2.invoke(input))
+        expect(Exit.isFailure(exit) && [...Cause.failures(exit.cause)].map((f) => f._tag)).toEqual(["Boom", "CheckpointStoreError"])
+      }).pipe(Effect.provide(layer))
+    }))
+
   it.effect("autoSave off: a fiber saves the current state every saveInterval while the run goes on (TestClock)", () =>
     Effect.gen(function*() {
       const release = yield* Deferred.make<void>()
