@@ -475,6 +475,7 @@ function roundRatios(r) {
     const tp = r.throughput;
     for (const row of TP_ROWS) {
       const o = tp[`ec:${row.key}`], g = tp[`lg:${row.key}`];
+      if (!o) continue; // --sides lg
       if (g) out[`tp_ours_over_lg_invps:${row.key}`] = o.inv_per_s / g.inv_per_s;
       if (g) out[`tp_lg_median_over_ours_median:${row.key}`] = g.median / o.median;
       if (row.key !== "none") {
