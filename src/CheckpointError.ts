@@ -59,9 +59,17 @@ export class CheckpointNotFound extends Schema.TaggedError<CheckpointNotFound>()
 export class CheckpointConflict extends Schema.TaggedError<CheckpointConflict>()("CheckpointConflict", {
   executionId: Schema.String,
   version: Schema.Number,
-  id: Schema.optional(Schema.String)
+  id: Schema.optional(Schema.String),
+  /** For a conditional save (`expect`): the newest version the save expected. */
+  expectedLatestVersion: Schema.optional(Schema.Number),
+  /** For a conditional save, when the store reports it: the newest version it found. */
+  actualLatestVersion: Schema.optional(Schema.Number)
 }) {
   override get message(): string {
+    if (this.expectedLatestVersion !== undefined) {
+      return `Checkpoint conflict: execution ${JSON.stringify(this.executionId)} was expected to be at version ${this.expectedLatestVersion}` +
+        (this.actualLatestVersion === undefined ? "" : ` but is at version ${this.actualLatestVersion}`)
+    }
     return `Checkpoint conflict: execution ${JSON.stringify(this.executionId)} already has version ${this.version}` +
       (this.id === undefined ? "" : ` or checkpoint id ${JSON.stringify(this.id)} is taken`)
   }

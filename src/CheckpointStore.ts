@@ -10,7 +10,7 @@ import * as Checkpoint from "./Checkpoint.js"
 import {
   CheckpointConflict,
   type CheckpointDecodeError,
-  type CheckpointEncodeError,
+  CheckpointEncodeError,
   CheckpointNotFound,
   type CheckpointStoreError,
   type InvalidIdentifier
@@ -67,6 +67,37 @@ export interface ListOptions {
 }
 
 /**
+ * The condition of a conditional save (optimistic concurrency): the newest
+ * checkpoint of `executionId` in the store must have version `latestVersion`
+ * (`0`: the execution has no checkpoints).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Expectation {
+  readonly executionId: Checkpoint.ExecutionId
+  readonly latestVersion: number
+}
+
+/**
+ * Options of {@link Service} `save` and `saveMany`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SaveOptions {
+  /**
+   * Save only if the execution's newest checkpoint is the expected one;
+   * otherwise fail with `CheckpointConflict` and write nothing. The check and
+   * the write are one atomic step (on every store but File, where another
+   * process may write in between — its slots still never let two checkpoints
+   * take one version). This is how a run appends to an execution without
+   * reading it first.
+   */
+  readonly expect?: Expectation | undefined
+}
+
+/**
  * The store interface. Every store keeps `(executionId, version)` unique and
  * `id` unique: a second save of either fails with `CheckpointConflict` and
  * changes nothing. No store hands out an object that a caller could mutate
@@ -77,9 +108,12 @@ export interface ListOptions {
  */
 export interface Service {
   /** Saves one checkpoint. */
-  readonly save: (checkpoint: Checkpoint.Checkpoint) => Effect.Effect<void, SaveError>
+  readonly save: (checkpoint: Checkpoint.Checkpoint, options?: SaveOptions) => Effect.Effect<void, SaveError>
   /** Saves many checkpoints (possibly of several executions) all or nothing, in one round trip where the backend allows. */
-  readonly saveMany: (checkpoints: ReadonlyArray<Checkpoint.Checkpoint>) => Effect.Effect<void, SaveError>
+  readonly saveMany: (
+    checkpoints: ReadonlyArray<Checkpoint.Checkpoint>,
+    options?: SaveOptions
+  ) => Effect.Effect<void, SaveError>
   /** Loads a checkpoint by id; `CheckpointNotFound` if there is none. */
   readonly load: (
     id: Checkpoint.CheckpointId
@@ -137,13 +171,19 @@ export class CheckpointStore extends Context.Tag("effect-checkpoint/CheckpointSt
  * @category constructors
  */
 export interface Backend {
-  /** Writes checkpoints all or nothing. A taken `id` or `(executionId, version)` → `CheckpointConflict`, nothing written. */
+  /**
+   * Writes checkpoints all or nothing. A taken `id` or `(executionId, version)` → `CheckpointConflict`,
+   * nothing written. With `expect`, also `CheckpointConflict` (nothing written) unless the newest version of
+   * `expect.executionId` is `expect.latestVersion` (0 = none) — checked atomically with the write.
+   */
   readonly insert: (
-    checkpoints: ReadonlyArray<Checkpoint.Encoded>
+    checkpoints: ReadonlyArray<Checkpoint.Encoded>,
+    expect: Expectation | undefined
   ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | CheckpointStoreError>
   /** Writes one checkpoint (a faster path than `insert([one])`, when the backend has one). */
   readonly insertOne?: (
-    checkpoint: Checkpoint.Encoded
+    checkpoint: Checkpoint.Encoded,
+    expect: Expectation | undefined
   ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | CheckpointStoreError>
   readonly load: (
     id: Checkpoint.CheckpointId
@@ -189,6 +229,36 @@ const batchConflict = (encoded: ReadonlyArray<Checkpoint.Encoded>): CheckpointCo
   return undefined
 }
 
+/** Why an expectation cannot be checked, as the typed error, or `undefined`. */
+const expectationProblem = (expect: Expectation | undefined): InvalidIdentifier | CheckpointEncodeError | undefined => {
+  if (expect === undefined) return undefined
+  const idError = checkId("ExecutionId", expect.executionId)
+  if (idError !== undefined) return idError
+  const v = expect.latestVersion
+  return Number.isInteger(v) && v >= 0 && v <= Checkpoint.MAX_VERSION
+    ? undefined
+    : new CheckpointEncodeError({
+      message: `expect.latestVersion must be an integer from 0 to ${Checkpoint.MAX_VERSION}, got ${String(v)}`
+    })
+}
+
+/**
+ * The conflict a backend reports when an expectation does not hold.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const expectationFailed = (
+  expect: Expectation,
+  actualLatestVersion?: number
+): CheckpointConflict =>
+  new CheckpointConflict({
+    executionId: expect.executionId,
+    version: expect.latestVersion + 1,
+    expectedLatestVersion: expect.latestVersion,
+    ...(actualLatestVersion === undefined ? {} : { actualLatestVersion })
+  })
+
 /** Newest first, then by execution id, so every store lists executions in the same order. */
 const byRecency = (a: ExecutionSummary, b: ExecutionSummary): number =>
   b.updatedAt.getTime() - a.updatedAt.getTime() || (a.executionId < b.executionId ? -1 : a.executionId > b.executionId ? 1 : 0)
@@ -205,16 +275,26 @@ const byRecency = (a: ExecutionSummary, b: ExecutionSummary): number =>
  * @category constructors
  */
 export const make = (backend: Backend): Service => {
-  const insertOne = backend.insertOne ?? ((e: Checkpoint.Encoded) => backend.insert([e]))
+  const insertOne = backend.insertOne ??
+    ((e: Checkpoint.Encoded, expect: Expectation | undefined) => backend.insert([e], expect))
   return {
-    save: (cp) => Effect.flatMap(Checkpoint.toEncoded(cp), insertOne),
-    saveMany: (cps) =>
-      cps.length === 0
-        ? Effect.void
-        : Effect.flatMap(Effect.forEach(cps, Checkpoint.toEncoded), (encoded) => {
+    save: (cp, options) =>
+      Effect.suspend(() => {
+        const problem = expectationProblem(options?.expect)
+        return problem !== undefined
+          ? Effect.fail(problem)
+          : Effect.flatMap(Checkpoint.toEncoded(cp), (e) => insertOne(e, options?.expect))
+      }),
+    saveMany: (cps, options) =>
+      Effect.suspend(() => {
+        const problem = expectationProblem(options?.expect)
+        if (problem !== undefined) return Effect.fail(problem)
+        if (cps.length === 0) return Effect.void
+        return Effect.flatMap(Effect.forEach(cps, Checkpoint.toEncoded), (encoded) => {
           const conflict = batchConflict(encoded)
-          return conflict === undefined ? backend.insert(encoded) : Effect.fail(conflict)
-        }),
+          return conflict === undefined ? backend.insert(encoded, options?.expect) : Effect.fail(conflict)
+        })
+      }),
     load: (id) =>
       guard(
         "CheckpointId",

@@ -667,7 +667,7 @@ const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Sav
   const write = (batch: ReadonlyArray<Checkpoint.Checkpoint>) =>
     batch.length === 1
       ? store.save(batch[0]!)
-      : Effect.catchAllCause(store.saveMany(batch), () => Effect.forEach(batch, store.save, { discard: true }))
+      : Effect.catchAllCause(store.saveMany(batch), () => Effect.forEach(batch, (cp) => store.save(cp), { discard: true }))
   /** Writes everything pending, batch after batch, until nothing is left or a write fails. */
   const flushAll: Effect.Effect<void> = Effect.suspend(() => {
     if (pending.length === 0) return Effect.void

@@ -445,6 +445,109 @@ export const conformance = (name: string, makeStore: StoreUnderTest, options: Co
         }))
     })
 
+    describe("conditional saves (expect)", () => {
+      const expectOn = (executionId: Checkpoint.ExecutionId, latestVersion: number) => ({ expect: { executionId, latestVersion } })
+
+      test("expect latestVersion 0 saves into an empty execution only", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const first = yield* mk(e, 1)
+          yield* s.save(first, expectOn(e, 0))
+          const again = yield* Effect.flip(s.save(yield* mk(e, 2), expectOn(e, 0)))
+          expect(again._tag).toBe("CheckpointConflict")
+          expect(again).toMatchObject({ executionId: e, expectedLatestVersion: 0 })
+          expect(again.message).toContain("expected to be at version 0")
+          expect((yield* s.list(e)).map(view)).toEqual([view(first)])
+        }))
+
+      test("expect the current latest version appends; a stale one conflicts and writes nothing", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.saveMany(yield* Effect.forEach([1, 2], (v) => mk(e, v)))
+          yield* s.save(yield* mk(e, 3), expectOn(e, 2))
+          yield* s.saveMany(yield* Effect.forEach([4, 5], (v) => mk(e, v)), expectOn(e, 3))
+          const stale = yield* Effect.flip(s.saveMany(yield* Effect.forEach([6, 7], (v) => mk(e, v)), expectOn(e, 3)))
+          expect(stale).toMatchObject({ _tag: "CheckpointConflict", executionId: e, expectedLatestVersion: 3 })
+          const staleOne = yield* Effect.flip(s.save(yield* mk(e, 6), expectOn(e, 4)))
+          expect(staleOne._tag).toBe("CheckpointConflict")
+          expect(versionsOf(yield* s.list(e))).toEqual([1, 2, 3, 4, 5])
+          // Caught by tag, like any conflict.
+          const caught = yield* s.save(yield* mk(e, 6), expectOn(e, 0)).pipe(
+            Effect.catchTag("CheckpointConflict", (c) => Effect.succeed(c.expectedLatestVersion))
+          )
+          expect(caught).toBe(0)
+        }))
+
+      test("an execution whose first versions were pruned is not empty", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.saveMany(yield* Effect.forEach([1, 2, 3, 4, 5], (v) => mk(e, v)))
+          expect(yield* s.prune(e, 2)).toBe(3)
+          // Version 1 is free again, but the execution is at version 5: a save expecting an empty one must fail.
+          const error = yield* Effect.flip(s.save(yield* mk(e, 1), expectOn(e, 0)))
+          expect(error._tag).toBe("CheckpointConflict")
+          expect(versionsOf(yield* s.list(e))).toEqual([4, 5])
+          yield* s.save(yield* mk(e, 6), expectOn(e, 5))
+          // After clear, it is empty again.
+          yield* s.clear(e)
+          yield* s.save(yield* mk(e, 1), expectOn(e, 0))
+          expect(versionsOf(yield* s.list(e))).toEqual([1])
+        }))
+
+      test("the expectation may name another execution than the one written; batches stay all or nothing", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const guardExecution = yield* freshExecution("guard")
+          const target = yield* freshExecution("target")
+          yield* s.save(yield* mk(guardExecution, 1))
+          yield* s.saveMany(yield* Effect.forEach([1, 2], (v) => mk(target, v)), expectOn(guardExecution, 1))
+          const error = yield* Effect.flip(
+            s.saveMany(yield* Effect.forEach([3, 4], (v) => mk(target, v)), expectOn(guardExecution, 0))
+          )
+          expect(error._tag).toBe("CheckpointConflict")
+          expect(versionsOf(yield* s.list(target))).toEqual([1, 2])
+          // A batch that conflicts by version fails whole even when the expectation holds.
+          const clash = yield* Effect.flip(
+            s.saveMany([yield* mk(target, 3), yield* mk(target, 2)], expectOn(target, 2))
+          )
+          expect(clash._tag).toBe("CheckpointConflict")
+          expect(versionsOf(yield* s.list(target))).toEqual([1, 2])
+        }))
+
+      test("a bad expectation is refused before anything is written", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const cp = yield* mk(e, 1)
+          for (const bad of ["../x", "", "__proto__"]) {
+            const error = yield* Effect.flip(s.save(cp, expectOn(bad as Checkpoint.ExecutionId, 0)))
+            expect(error._tag).toBe("InvalidIdentifier")
+          }
+          for (const bad of [-1, 1.5, Number.NaN, 2 ** 31]) {
+            expect((yield* Effect.flip(s.saveMany([cp], expectOn(e, bad))))._tag).toBe("CheckpointEncodeError")
+          }
+          expect(yield* s.list(e)).toEqual([])
+        }))
+
+      test("concurrent conditional saves into one new execution: exactly one wins", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const rivals = yield* Effect.forEach(Array.from({ length: 8 }), (_, i) =>
+            Effect.forEach([1, 2], (v) => mk(e, v, { state: { rival: i, v } })))
+          const results = yield* Effect.forEach(rivals, (batch) => Effect.either(s.saveMany(batch, expectOn(e, 0))), {
+            concurrency: "unbounded"
+          })
+          expect(results.filter(Either.isRight).length).toBe(1)
+          expect(results.filter(Either.isLeft).every((r) => r.left._tag === "CheckpointConflict")).toBe(true)
+          const winner = rivals[results.findIndex(Either.isRight)]!
+          expect((yield* s.list(e)).map(view)).toEqual(winner.map(view))
+        }))
+    })
+
     describe("listExecutions", () => {
       test("summarises each execution by its newest checkpoint; pendingOnly keeps the unfinished ones", () =>
         Effect.gen(function*() {

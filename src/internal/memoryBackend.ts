@@ -7,8 +7,8 @@
 import { Effect } from "effect"
 import * as Checkpoint from "../Checkpoint.js"
 import { CheckpointConflict } from "../CheckpointError.js"
-import type { Backend } from "../CheckpointStore.js"
-import { summarize } from "../CheckpointStore.js"
+import type { Backend, Expectation } from "../CheckpointStore.js"
+import { expectationFailed, summarize } from "../CheckpointStore.js"
 
 interface Execution {
   /** version → checkpoint id */
@@ -75,6 +75,17 @@ export const memoryBackend = (state: MemoryState): Backend => {
     if (execution.byVersion.size === 0) executions.delete(executionId)
   }
 
+  const latestVersionOf = (executionId: string): number => {
+    const versions = executions.get(executionId)?.versions
+    return versions === undefined || versions.length === 0 ? 0 : versions[versions.length - 1]!
+  }
+
+  const unmet = (expect: Expectation | undefined): CheckpointConflict | undefined => {
+    if (expect === undefined) return undefined
+    const actual = latestVersionOf(expect.executionId)
+    return actual === expect.latestVersion ? undefined : expectationFailed(expect, actual)
+  }
+
   const latestOf = (executionId: string) => {
     const execution = executions.get(executionId)
     const version = execution?.versions[execution.versions.length - 1]
@@ -83,8 +94,10 @@ export const memoryBackend = (state: MemoryState): Backend => {
 
   return {
     // Each primitive runs synchronously inside one `Effect.suspend`, so it is atomic with respect to other fibers.
-    insert: (batch) =>
+    insert: (batch, expect) =>
       Effect.suspend(() => {
+        const failed = unmet(expect)
+        if (failed !== undefined) return Effect.fail(failed)
         for (const e of batch) {
           const conflict = conflictOf(e)
           if (conflict !== undefined) return Effect.fail(conflict)
@@ -92,9 +105,9 @@ export const memoryBackend = (state: MemoryState): Backend => {
         batch.forEach(put)
         return Effect.void
       }),
-    insertOne: (e) =>
+    insertOne: (e, expect) =>
       Effect.suspend(() => {
-        const conflict = conflictOf(e)
+        const conflict = unmet(expect) ?? conflictOf(e)
         if (conflict !== undefined) return Effect.fail(conflict)
         put(e)
         return Effect.void

@@ -195,10 +195,25 @@ export const make = (
         (removed) => removed.reduce((a, b) => a + b, 0)
       )
 
+    /**
+     * Fails unless the newest version of `expect.executionId` is the expected one.
+     * Not atomic with the write that follows (another process may write in
+     * between); the exclusive slots still never let two checkpoints take one version.
+     */
+    const checkExpectation = (expect: CheckpointStore.Expectation | undefined) =>
+      expect === undefined
+        ? Effect.void
+        : Effect.flatMap(versionsOf(expect.executionId), (versions) => {
+          const actual = versions.length === 0 ? 0 : versions[versions.length - 1]!
+          return actual === expect.latestVersion
+            ? Effect.void
+            : Effect.fail(CheckpointStore.expectationFailed(expect, actual))
+        }).pipe(Effect.catchTags(failPlatform("save")))
+
     return CheckpointStore.make({
-      insertOne,
-      insert: (batch) =>
-        Effect.suspend(() => {
+      insertOne: (e, expect) => Effect.zipRight(checkExpectation(expect), insertOne(e)),
+      insert: (batch, expect) =>
+        Effect.zipRight(checkExpectation(expect), Effect.suspend(() => {
           const written: Array<Checkpoint.Checkpoint> = []
           return Effect.forEach(batch, (e) => Effect.tap(insertOne(e), () => written.push(e.checkpoint)), {
             discard: true
@@ -206,7 +221,7 @@ export const make = (
             // All or nothing: on a failure or an interruption, take back what this batch wrote.
             Effect.onError(() => Effect.forEach(written, uninsert, { discard: true }))
           )
-        }),
+        })),
       load: (id) =>
         orNone(fs.readFileString(documentPath(id))).pipe(
           Effect.catchAll(fail("load")),
