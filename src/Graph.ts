@@ -47,6 +47,7 @@ import { dual } from "effect/Function"
 import { type Pipeable, pipeArguments } from "effect/Pipeable"
 import * as Checkpoint from "./Checkpoint.js"
 import {
+  CheckpointConflict,
   CheckpointDecodeError,
   CheckpointEncodeError,
   type CheckpointNotFound,
@@ -85,6 +86,9 @@ export const INPUT = "__input__" as const
 export const UPDATE = "__update__" as const
 
 const RESERVED = new Set<string>([END, INPUT, UPDATE])
+
+/** How many executions a runnable remembers the position of (see `known` in `compileCheckpointable`). */
+const KNOWN_EXECUTIONS = 1024
 
 // -----------------------------------------------------------------------------
 // Errors
@@ -607,7 +611,7 @@ export interface CheckpointableRunnable<S, E = never, R = never> {
 
 /** A save failure, stamped with when it happened relative to other failures of the run. */
 interface Failure {
-  readonly cause: Cause.Cause<CheckpointStore.SaveError>
+  readonly cause: Cause.Cause<CheckpointStore.SaveError | ReadError>
   readonly at: number
 }
 
@@ -622,8 +626,23 @@ class SaveFailed {
 const saveFailed = new SaveFailed()
 
 interface Pending {
-  readonly checkpoint: Checkpoint.Checkpoint
-  readonly done: Deferred.Deferred<void, CheckpointStore.SaveError> | undefined
+  /** Replaced when the run is renumbered (see `rebase`). */
+  checkpoint: Checkpoint.Checkpoint
+  readonly done: Deferred.Deferred<Checkpoint.Checkpoint, CheckpointStore.SaveError | ReadError> | undefined
+}
+
+/**
+ * How a run's first write is checked. Every run writes its first checkpoints
+ * on the condition that the execution is where the run thinks it is (`expect`),
+ * so nothing is read before a run and two writers never interleave. When
+ * `rebase` is on (a fresh `invoke`, which does not depend on the execution's
+ * past), a failed condition makes the saver read the execution's latest
+ * checkpoint, renumber what the run made so far after it, and write again;
+ * otherwise (a resume, which continues a particular checkpoint) it fails.
+ */
+interface FirstWrite {
+  readonly expect: CheckpointStore.Expectation
+  readonly rebase: boolean
 }
 
 /**
@@ -635,8 +654,11 @@ interface Pending {
  * waited for while nothing else is pending is written inline, without a fiber.
  */
 interface Saver {
-  /** Hands a checkpoint over; fails at once if an earlier save failed. With `wait`, returns when it landed. */
-  readonly enqueue: (checkpoint: Checkpoint.Checkpoint, wait: boolean) => Effect.Effect<void, CheckpointStore.SaveError>
+  /** Hands a checkpoint over; fails at once if an earlier save failed. With `wait`, returns it once it landed. */
+  readonly enqueue: (
+    checkpoint: Checkpoint.Checkpoint,
+    wait: boolean
+  ) => Effect.Effect<Checkpoint.Checkpoint, CheckpointStore.SaveError | ReadError>
   /** Fails with `SaveFailed` if a save failed (the step-boundary check). */
   readonly check: Effect.Effect<void, SaveFailed>
   /** Waits until every handed-over checkpoint landed or was dropped after a failure. */
@@ -647,7 +669,19 @@ interface Saver {
 const isSaveFailed = (cause: Cause.Cause<unknown>): boolean =>
   Option.exists(Cause.failureOption(cause), (e) => e instanceof SaveFailed)
 
-const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Saver => {
+/** A conditional save whose condition did not hold (as opposed to a taken id or version). */
+const isExpectationConflict = (cause: Cause.Cause<unknown>): boolean =>
+  Option.exists(
+    Cause.failureOption(cause),
+    (e) => e instanceof CheckpointConflict && e.expectedLatestVersion !== undefined
+  )
+
+const makeSaver = (
+  store: CheckpointStore.Service,
+  clockTick: () => number,
+  run: Chain,
+  first: FirstWrite
+): Saver => {
   const pending: Array<Pending> = []
   /**
    * The save fiber: `undefined` when none is going; `"scheduled"` when one was
@@ -658,21 +692,71 @@ const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Sav
   /** Tells a forked fiber whether it is still the one that should write. */
   let generation = 0
   let failure: Failure | undefined
-  const settle = (batch: ReadonlyArray<Pending>, exit: Exit.Exit<void, CheckpointStore.SaveError>) =>
-    Effect.forEach(batch, (p) => p.done === undefined ? Effect.void : Deferred.done(p.done, exit), { discard: true })
-  const fail = (cause: Cause.Cause<CheckpointStore.SaveError>) => {
+  /** The condition of the next write, until one write landed. */
+  let expect: CheckpointStore.Expectation | undefined = first.expect
+  let mayRebase = first.rebase
+  const landed = () => {
+    expect = undefined
+  }
+  const settle = (batch: ReadonlyArray<Pending>, exit: Exit.Exit<void, CheckpointStore.SaveError | ReadError>) =>
+    Effect.forEach(
+      batch,
+      (p) => p.done === undefined ? Effect.void : Deferred.done(p.done, Exit.as(exit, p.checkpoint)),
+      { discard: true }
+    )
+  const fail = (cause: Cause.Cause<CheckpointStore.SaveError | ReadError>) => {
     failure ??= { cause, at: clockTick() }
   }
-  /** Writes a batch; if it fails as a whole, its checkpoints one by one, so the longest good prefix still lands. */
-  const write = (batch: ReadonlyArray<Checkpoint.Checkpoint>) =>
-    batch.length === 1
-      ? store.save(batch[0]!)
-      : Effect.catchAllCause(store.saveMany(batch), () => Effect.forEach(batch, (cp) => store.save(cp), { discard: true }))
+  /**
+   * The execution is not where this run thought (another writer, or this
+   * runnable did not know it): read where it is and renumber everything this
+   * run made so far to follow it. Nothing of the run has landed yet.
+   */
+  const rebase = (batch: ReadonlyArray<Pending>) =>
+    Effect.map(store.latest(run.executionId), (latest) => {
+      const base = Option.match(latest, { onNone: () => 0, onSome: (cp) => cp.version })
+      const delta = base - expect!.latestVersion
+      const firstId = batch[0]!.checkpoint.id
+      const latestId = Option.getOrUndefined(Option.map(latest, (cp) => cp.id))
+      const renumber = (cp: Checkpoint.Checkpoint) => {
+        const { parentId: previous, ...rest } = cp
+        const parentId = cp.id === firstId ? latestId : previous
+        return new Checkpoint.Checkpoint(
+          { ...rest, version: cp.version + delta, ...(parentId === undefined ? {} : { parentId }) },
+          true
+        )
+      }
+      for (const p of [...batch, ...pending]) p.checkpoint = renumber(p.checkpoint)
+      run.version += delta
+      expect = { executionId: run.executionId, latestVersion: base }
+      mayRebase = false
+    })
+  /** Writes a batch: all together; if that fails as a whole, one by one, so the longest good prefix still lands. */
+  const write = (batch: ReadonlyArray<Pending>): Effect.Effect<void, CheckpointStore.SaveError | ReadError> =>
+    Effect.suspend(() => {
+      const options = expect === undefined ? undefined : { expect }
+      const cps = batch.map((p) => p.checkpoint)
+      const all = cps.length === 1 ? store.save(cps[0]!, options) : store.saveMany(cps, options)
+      return Effect.catchAllCause(
+        Effect.tap(all, landed),
+        (cause): Effect.Effect<void, CheckpointStore.SaveError | ReadError> => {
+          if (options !== undefined && isExpectationConflict(cause)) {
+            return mayRebase ? Effect.zipRight(rebase(batch), write(batch)) : Effect.failCause(cause)
+          }
+          if (cps.length === 1) return Effect.failCause(cause)
+          return Effect.forEach(
+            cps,
+            (cp, i) => Effect.tap(store.save(cp, i === 0 ? options : undefined), landed),
+            { discard: true }
+          )
+        }
+      )
+    })
   /** Writes everything pending, batch after batch, until nothing is left or a write fails. */
   const flushAll: Effect.Effect<void> = Effect.suspend(() => {
     if (pending.length === 0) return Effect.void
     const batch = pending.splice(0, pending.length)
-    return Effect.matchCauseEffect(write(batch.map((p) => p.checkpoint)), {
+    return Effect.matchCauseEffect(write(batch), {
       onFailure: (cause) => {
         fail(cause)
         // Nothing after a failed save may land: drop the rest, so what is stored stays a gap-free prefix.
@@ -709,21 +793,25 @@ const makeSaver = (store: CheckpointStore.Service, clockTick: () => number): Sav
     check,
     enqueue: (checkpoint, wait) =>
       Effect.suspend(() => {
-        if (failure !== undefined) return failed
-        if (wait && typeof flusher !== "object") {
-          // No save fiber is writing: write it (and anything pending before it) here.
-          pending.push({ checkpoint, done: undefined })
-          return Effect.zipRight(flushHere, failed)
+        if (failure !== undefined) return Effect.as(failed, checkpoint)
+        const entry: Pending = {
+          checkpoint,
+          done: wait && typeof flusher === "object"
+            ? Deferred.unsafeMake<Checkpoint.Checkpoint, CheckpointStore.SaveError | ReadError>(undefined as never)
+            : undefined
         }
-        const done = wait ? Deferred.unsafeMake<void, CheckpointStore.SaveError>(undefined as never) : undefined
-        pending.push({ checkpoint, done })
+        pending.push(entry)
+        if (wait && entry.done === undefined) {
+          // No save fiber is writing: write it (and anything pending before it) here.
+          return Effect.zipRight(flushHere, Effect.suspend(() => Effect.as(failed, entry.checkpoint)))
+        }
         const start = flusher !== undefined
           ? Effect.void
           : Effect.suspend(() => {
             flusher = "scheduled"
             return Effect.asVoid(Effect.forkDaemon(forked(generation)))
           })
-        return done === undefined ? start : Effect.zipRight(start, Deferred.await(done))
+        return entry.done === undefined ? Effect.as(start, checkpoint) : Effect.zipRight(start, Deferred.await(entry.done))
       }),
     drain,
     failure: () => failure
@@ -780,6 +868,17 @@ export const compileCheckpointable = <S, I, E, R>(
     const maxCheckpoints = Math.max(0, Math.floor(options.maxCheckpoints))
     const encodeState = Schema.encodeEither(graph.schema)
     const decodeState = Schema.decodeUnknownEither(graph.schema)
+    /**
+     * Where this runnable last left each execution (newest version and id), so
+     * `invoke` need not read the store first. A stale entry costs one failed
+     * conditional write and a read, never a wrong number. Bounded (oldest out).
+     */
+    const known = new Map<string, { readonly version: number; readonly id: Checkpoint.CheckpointId | undefined }>()
+    const remember = (executionId: string, version: number, id: Checkpoint.CheckpointId | undefined) => {
+      known.delete(executionId)
+      known.set(executionId, { version, id })
+      if (known.size > KNOWN_EXECUTIONS) known.delete(known.keys().next().value!)
+    }
     /** The runs going on now, by execution, so a manual save inside a node joins its run's ordered saves. */
     const active = new Map<string, Run<S>>()
     /** Orders failures of a run in time. */
@@ -917,10 +1016,13 @@ export const compileCheckpointable = <S, I, E, R>(
     const execute = (
       init: Omit<Run<S>, "saver">,
       start: string,
-      pauseFirst: boolean
+      pauseFirst: boolean,
+      rebase: boolean
     ): Effect.Effect<S, E | RunError, R> =>
       Effect.suspend(() => {
-        const run: Run<S> = { ...init, saver: makeSaver(store, clockTick) }
+        const run = { ...init } as Run<S>
+        const expect = { executionId: init.executionId, latestVersion: init.version }
+        ;(run as { saver: Saver }).saver = makeSaver(store, clockTick, run, { expect, rebase })
         return Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
             active.set(run.executionId, run)
@@ -943,6 +1045,8 @@ export const compileCheckpointable = <S, I, E, R>(
             yield* run.saver.drain
             if (active.get(run.executionId) === run) active.delete(run.executionId)
             const failure = run.saver.failure()
+            if (failure !== undefined) known.delete(run.executionId)
+            else if (run.version !== init.version) remember(run.executionId, run.version, run.parentId)
             const pruned = failure === undefined && maxCheckpoints > 0 && run.version > maxCheckpoints
               ? yield* Effect.exit(Effect.asVoid(store.prune(run.executionId, maxCheckpoints)))
               : Exit.void
@@ -990,14 +1094,16 @@ export const compileCheckpointable = <S, I, E, R>(
     const invoke = (input: S, runOptions?: RunOptions): Effect.Effect<S, E | RunError, R> =>
       Effect.gen(function*() {
         const executionId = yield* executionIdOf(runOptions?.executionId)
-        const latest = yield* store.latest(executionId)
+        // Nothing is read first: the run assumes the execution is where this runnable last left it (or new),
+        // and its first write checks that; if not, the saver reads it and renumbers (see FirstWrite).
+        const last = known.get(executionId)
         return yield* execute({
           executionId,
-          version: Option.match(latest, { onNone: () => 0, onSome: (cp) => cp.version }),
-          parentId: Option.getOrUndefined(Option.map(latest, (cp) => cp.id)),
+          version: last?.version ?? 0,
+          parentId: last?.id,
           metadata: metadataOf(runOptions),
           position: { nodeName: INPUT, state: input, next: [compiled.entryPoint], saved: false }
-        }, compiled.entryPoint, true)
+        }, compiled.entryPoint, true, true)
       })
 
     /** Continues `execution` from its checkpoint `from` (decoded as `state`). */
@@ -1016,13 +1122,13 @@ export const compileCheckpointable = <S, I, E, R>(
       }
       if (update === undefined) {
         if (from.next.length === 0) return Effect.succeed(state)
-        return Effect.flatMap(startOf(from), (start) => execute(init, start, false))
+        return Effect.flatMap(startOf(from), (start) => execute(init, start, false, false))
       }
       const edited = { ...init, position: { nodeName: UPDATE, state: update(state), next: from.next, saved: false } }
       if (from.next.length === 0) {
-        return execute(edited, END, false)
+        return execute(edited, END, false, false)
       }
-      return Effect.flatMap(startOf(from), (start) => execute(edited, start, false))
+      return Effect.flatMap(startOf(from), (start) => execute(edited, start, false, false))
     }
 
     const resumeFromCheckpoint = (id: string, runOptions?: RunOptions): Effect.Effect<S, E | RunError | CheckpointNotFound, R> =>
@@ -1053,7 +1159,7 @@ export const compileCheckpointable = <S, I, E, R>(
           metadata,
           position: { nodeName: from.nodeName, state, next: from.next, saved: false }
         }
-        return yield* execute(run, start, false)
+        return yield* execute(run, start, false, false)
       })
 
     const resume = (executionIdRaw?: string, resumeOptions?: ResumeOptions<S>): Effect.Effect<S, E | RunError | ExecutionNotFound, R> =>
@@ -1082,8 +1188,7 @@ export const compileCheckpointable = <S, I, E, R>(
         if (running !== undefined) {
           // A save from inside a running node: it joins the run's ordered saves.
           const cp = yield* nextCheckpoint(running, nodeName, encoded, next, { ...running.metadata, ...metadata })
-          yield* running.saver.enqueue(cp, true)
-          return yield* typed(cp)
+          return yield* typed(yield* running.saver.enqueue(cp, true))
         }
         const latest = yield* store.latest(executionId)
         const chain: Chain = {
@@ -1092,7 +1197,8 @@ export const compileCheckpointable = <S, I, E, R>(
           parentId: Option.getOrUndefined(Option.map(latest, (c) => c.id))
         }
         const cp = yield* nextCheckpoint(chain, nodeName, encoded, next, metadata)
-        yield* store.save(cp)
+        yield* store.save(cp, { expect: { executionId, latestVersion: cp.version - 1 } })
+        remember(executionId, cp.version, cp.id)
         return yield* typed(cp)
       })
 
@@ -1110,6 +1216,7 @@ export const compileCheckpointable = <S, I, E, R>(
           Effect.flatMap(store.list(e, listOptions), (cps) => Effect.forEach(cps, typed))),
       resumeFromCheckpoint,
       resume,
-      clearCheckpoints: (executionId) => Effect.flatMap(executionIdOf(executionId), store.clear)
+      clearCheckpoints: (executionId) =>
+        Effect.flatMap(executionIdOf(executionId), (e) => Effect.zipRight(Effect.sync(() => known.delete(e)), store.clear(e)))
     }
   })

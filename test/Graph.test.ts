@@ -88,6 +88,10 @@ interface Hooks {
   readonly before?: (cps: ReadonlyArray<Checkpoint.Checkpoint>) => Effect.Effect<void, CheckpointStore.SaveError>
   /** Called with every checkpoint as it lands, in landing order. */
   readonly landed?: (cp: Checkpoint.Checkpoint) => void
+  /** Called on every read of an execution's latest checkpoint. */
+  readonly latest?: (executionId: string) => void
+  /** Called on every write (save or saveMany) that reaches the inner store, with its condition. */
+  readonly write?: (cps: ReadonlyArray<Checkpoint.Checkpoint>, options: CheckpointStore.SaveOptions | undefined) => void
 }
 
 /**
@@ -100,10 +104,23 @@ const instrumented = (hooks: Hooks) =>
     Effect.map(MemoryStore.make, (inner): CheckpointStore.Service => {
       const before = hooks.before ?? (() => Effect.void)
       const landed = (cps: ReadonlyArray<Checkpoint.Checkpoint>) => Effect.sync(() => cps.forEach((cp) => hooks.landed?.(cp)))
+      const wrote = (cps: ReadonlyArray<Checkpoint.Checkpoint>, options: CheckpointStore.SaveOptions | undefined) =>
+        Effect.sync(() => hooks.write?.(cps, options))
       return {
         ...inner,
-        save: (cp) => before([cp]).pipe(Effect.zipRight(inner.save(cp)), Effect.zipRight(landed([cp]))),
-        saveMany: (cps) => before(cps).pipe(Effect.zipRight(inner.saveMany(cps)), Effect.zipRight(landed(cps)))
+        latest: (executionId) => Effect.zipRight(Effect.sync(() => hooks.latest?.(executionId)), inner.latest(executionId)),
+        save: (cp, options) =>
+          before([cp]).pipe(
+            Effect.zipRight(wrote([cp], options)),
+            Effect.zipRight(inner.save(cp, options)),
+            Effect.zipRight(landed([cp]))
+          ),
+        saveMany: (cps, options) =>
+          before(cps).pipe(
+            Effect.zipRight(wrote(cps, options)),
+            Effect.zipRight(inner.saveMany(cps, options)),
+            Effect.zipRight(landed(cps))
+          )
       }
     })
   )
@@ -643,6 +660,91 @@ describe("saving", () => {
         expect(versions(yield* runnable.listCheckpoints())).toEqual([1, 2, 3])
       }).pipe(Effect.provide(layer))
     }))
+
+  it.live("invoke reads nothing first: one conditional write per run of a new execution, and of one this runnable knows", () =>
+    Effect.gen(function*() {
+      const reads: Array<string> = []
+      const writes: Array<{ versions: Array<number>; expect: number | undefined }> = []
+      const layer = instrumented({
+        latest: (e) => reads.push(e),
+        write: (cps, options) => writes.push({ versions: versions(cps), expect: options?.expect?.latestVersion })
+      })
+      yield* Effect.gen(function*() {
+        const runnable = yield* Graph.compileCheckpointable(linear())
+        const e = yield* freshExecution()
+        yield* runnable.invoke(input, { executionId: e })
+        expect(reads).toEqual([])
+        expect(writes).toEqual([{ versions: [1, 2, 3, 4], expect: 0 }])
+        // Again on the same execution: this runnable knows where it left it.
+        yield* runnable.invoke(input, { executionId: e })
+        expect(reads).toEqual([])
+        expect(writes[1]).toEqual({ versions: [5, 6, 7, 8], expect: 4 })
+        const cps = yield* runnable.listCheckpoints(e)
+        expect(versions(cps)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+        expect(cps[4]!.parentId).toBe(cps[3]!.id)
+      }).pipe(Effect.provide(layer))
+    }))
+
+  it.live("a runnable that does not know the execution reads it after the failed condition and renumbers its run", () =>
+    Effect.gen(function*() {
+      const reads: Array<string> = []
+      const layer = instrumented({ latest: (e) => reads.push(e) })
+      yield* Effect.gen(function*() {
+        const e = yield* freshExecution()
+        const one = yield* Graph.compileCheckpointable(loopGraph(6), { maxCheckpoints: 3 })
+        yield* one.invoke(input, { executionId: e })
+        // The execution is at version 7, with versions 1–4 pruned: version 1 is free again, yet it is not empty.
+        expect(versions(yield* one.listCheckpoints(e))).toEqual([5, 6, 7])
+        const before = yield* one.listCheckpoints(e)
+        // A manual save from inside a node joins the run, is renumbered with it, and returns its final version.
+        let manual: Graph.TypedCheckpoint<ProcessState> | undefined
+        let self: Graph.CheckpointableRunnable<ProcessState> | undefined
+        const withManualSave = Graph.make(ProcessState).pipe(
+          Graph.addNode("note", (s) =>
+            Effect.map(self!.saveCheckpoint("manual", s, { executionId: e }), (cp) => {
+              manual = cp
+              return s
+            })),
+          Graph.addEdge("note", Graph.END),
+          Graph.setEntryPoint("note")
+        )
+        const two = yield* Graph.compileCheckpointable(withManualSave, { maxCheckpoints: 0 })
+        self = two
+        expect(reads).toEqual([])
+        yield* two.invoke(input, { executionId: e })
+        expect(reads).toEqual([e])
+        const cps = yield* two.listCheckpoints(e)
+        expect(versions(cps)).toEqual([5, 6, 7, 8, 9, 10])
+        expect(names(cps).slice(3)).toEqual(["__input__", "manual", "note"])
+        expect(cps[3]!.parentId).toBe(before[2]!.id)
+        expect(cps[4]!.parentId).toBe(cps[3]!.id)
+        expect(manual?.version).toBe(9)
+        expect(manual?.id).toBe(cps[4]!.id)
+      }).pipe(Effect.provide(layer))
+    }))
+
+  it.live("a resume whose execution moved on meanwhile fails with CheckpointConflict instead of forking history", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      const started = yield* Deferred.make<void>()
+      const e = yield* freshExecution()
+      const graph = Graph.make(ProcessState).pipe(
+        Graph.addNode("wait", (s) => Effect.zipRight(Deferred.succeed(started, undefined), Effect.as(Deferred.await(gate), s))),
+        Graph.addEdge("wait", Graph.END),
+        Graph.setEntryPoint("wait")
+      )
+      const runnable = yield* Graph.compileCheckpointable(graph, { durability: "exit", interruptBefore: ["wait"] })
+      expect((yield* Effect.flip(runnable.invoke(input, { executionId: e })))._tag).toBe("GraphInterrupted")
+      const fiber = yield* Effect.fork(runnable.resume(e))
+      yield* Deferred.await(started)
+      // Another writer (another runnable, maybe another process) appends to the execution meanwhile.
+      const other = yield* Graph.compileCheckpointable(graph)
+      yield* other.saveCheckpoint("elsewhere", input, { executionId: e })
+      yield* Deferred.succeed(gate, undefined)
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error._tag).toBe("CheckpointConflict")
+      expect(names(yield* runnable.listCheckpoints(e))).toEqual(["__input__", "elsewhere"])
+    }).pipe(Effect.provide(MemoryStore.layer)))
 
   it.live("async: saves land in version order even when writes take random time (a gap-free prefix)", () =>
     Effect.gen(function*() {
