@@ -2,7 +2,7 @@ import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, String as Str } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, String as Str, Tracer } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -128,6 +128,73 @@ const until = (predicate: () => boolean, what: string, timeoutMs = 20_000) =>
     }
   })
 
+/** The store on a fresh file (`layer`) and on the app's `:memory:` client (`layerClient`): the two ways statements run. */
+const bothLayers: ReadonlyArray<
+  readonly [string, <A, E>(body: Effect.Effect<A, E, CheckpointStore.CheckpointStore>) => Effect.Effect<A, unknown>]
+> = [
+  ["layer", (body) => withFileStore(() => body)],
+  ["layerClient", (body) =>
+    Effect.provide(body, SqliteStore.layerClient().pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" }))))]
+]
+
+/**
+ * Runs `effect` and returns, with its result, the text of every statement it
+ * ran through an `@effect/sql` client (each is one `sql.execute` span carrying
+ * its `db.query.text`): the default tracer, observed.
+ */
+const recordStatements = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const base = yield* Effect.tracer
+    const statements: Array<string> = []
+    const tracer = Tracer.make({
+      context: (f, fiber) => base.context(f, fiber),
+      span: (name, parent, context, links, startTime, kind, options) => {
+        const span = base.span(name, parent, context, links, startTime, kind, options)
+        if (name === "sql.execute") {
+          const attribute = span.attribute.bind(span)
+          ;(span as { attribute: Tracer.Span["attribute"] }).attribute = (key, value) => {
+            if (key === "db.query.text") statements.push(String(value))
+            attribute(key, value)
+          }
+        }
+        return span
+      }
+    })
+    const result = yield* Effect.either(Effect.withTracer(effect, tracer))
+    return { result, statements }
+  })
+
+/** What a chain writer (the conditional-save race) records in each checkpoint it appends. */
+interface ChainLink {
+  readonly writer: string
+  readonly expected: number
+  readonly first: boolean
+}
+
+/**
+ * Checks a chain written by racing conditional appends: every write (the
+ * first checkpoint of a save or batch) expected exactly the version that
+ * precedes it, and the rest of a batch follows its first checkpoint.
+ */
+const expectUnbrokenChain = (cps: ReadonlyArray<Checkpoint.Checkpoint>) => {
+  let previous = 0
+  let previousLink: ChainLink | undefined
+  for (const cp of cps) {
+    const link = cp.state as unknown as ChainLink
+    if (link.first) {
+      expect(link.expected, `version ${cp.version} by ${link.writer}`).toBe(previous)
+    } else {
+      expect(cp.version, `version ${cp.version} by ${link.writer}`).toBe(previous + 1)
+      expect({ writer: previousLink?.writer, expected: previousLink?.expected }).toEqual({
+        writer: link.writer,
+        expected: link.expected
+      })
+    }
+    previous = cp.version
+    previousLink = link
+  }
+}
+
 describe("SqliteStore", () => {
   describe("layer({ filename: \":memory:\" })", () => {
     it.live("is a working store of its own, gone when the scope closes", () =>
@@ -212,6 +279,17 @@ describe("SqliteStore", () => {
               )
               expect(grouped).toContain(`USING INDEX ${uniques[0]!.name}`)
               expect(grouped).not.toContain("TEMP B-TREE")
+              // A conditional save: its condition is one seek in that index, evaluated once, and the row is not staged.
+              const conditional = `INSERT INTO ${t} (${cols}) VALUES (` +
+                `CASE WHEN COALESCE((SELECT MAX(version) FROM ${t} WHERE execution_id = ?), 0) = ? THEN ? END, ?, ?, ?, ?, ?, ?, ?, ?)`
+              const conditionalParams = [e, 1, "id", e, "n", "{}", "{}", "2026-01-01T00:00:00.000Z", 2, "[]", null]
+              expect(yield* plan(conditional, conditionalParams)).toMatch(
+                new RegExp(`SEARCH checkpoints USING COVERING INDEX ${uniques[0]!.name} \\(execution_id=\\?\\)`)
+              )
+              const opcodes = (yield* sql.unsafe<{ opcode: string }>(`EXPLAIN ${conditional}`, conditionalParams as Array<never>))
+                .map((r) => r.opcode)
+              expect(opcodes).toContain("Once")
+              expect(opcodes).not.toContain("OpenEphemeral")
               const versions = yield* sql.unsafe<{ table_name: string; version: number }>(
                 `SELECT table_name, version FROM ${SqliteStore.migrationsTable}`
               )
@@ -583,6 +661,155 @@ describe("SqliteStore", () => {
       }))
   })
 
+  describe("conditional saves (expect)", () => {
+    for (const [name, run] of bothLayers) {
+      it.live(`each statement form (1, 2, 500 rows, JSON past 500) writes only if the newest version is the expected one (${name})`, () =>
+        run(Effect.gen(function*() {
+          const s = yield* store
+          for (const size of [1, 2, 500, 501]) {
+            const e = yield* freshExecution(`size${size}`)
+            yield* s.saveMany(yield* Effect.forEach([1, 2, 3], (v) => mk(e, v)))
+            const batch = (from: number) =>
+              Effect.forEach(Array.from({ length: size }, (_, i) => from + i), (v) => mk(e, v, { parentId: undefined }))
+            const save = (cps: ReadonlyArray<Checkpoint.Checkpoint>, latestVersion: number) => {
+              const options = { expect: { executionId: e, latestVersion } }
+              return size === 1 ? s.save(cps[0]!, options) : s.saveMany(cps, options)
+            }
+            // Stale: nothing written, and the conflict says where the execution is.
+            for (const stale of [0, 2, 4]) {
+              expect(yield* Effect.flip(save(yield* batch(4), stale)), `size ${size}, expect ${stale}`).toMatchObject({
+                _tag: "CheckpointConflict",
+                executionId: e,
+                version: stale + 1,
+                expectedLatestVersion: stale,
+                actualLatestVersion: 3
+              })
+            }
+            // A failed expectation wins over a taken version: the caller learns it must re-read.
+            expect(yield* Effect.flip(save(yield* batch(3), 2))).toMatchObject({ expectedLatestVersion: 2, actualLatestVersion: 3 })
+            expect((yield* s.list(e)).map((c) => c.version), `size ${size}`).toEqual([1, 2, 3])
+            // Current: written, all of it.
+            const cps = yield* batch(4)
+            yield* save(cps, 3)
+            expect((yield* s.list(e, { afterVersion: 3 })).map(view), `size ${size}`).toEqual(cps.map(view))
+            // The newest version is what is there now: after deleting the newest, the one before it.
+            yield* s.delete(cps[size - 1]!.id)
+            expect(yield* Effect.flip(save(yield* batch(size + 3), size + 3))).toMatchObject({
+              actualLatestVersion: size === 1 ? 3 : size + 2
+            })
+            yield* save(yield* batch(size === 1 ? 4 : size + 3), size === 1 ? 3 : size + 2)
+          }
+        })))
+
+      // (better-sqlite3 runs each statement to completion synchronously, so in one process this shows the
+      // protocol; the race between PROCESSES, where a check-then-write would break, is in "several writers".)
+      it.live(`concurrent fibers appending on a condition: each version goes to one writer, the chain is unbroken (${name})`, () =>
+        run(Effect.gen(function*() {
+          const s = yield* store
+          const chain = yield* freshExecution("chain")
+          // Writer w appends at versions L+1+4w…, so only the condition (never the unique version) stops a writer that lost.
+          const writer = (w: number) =>
+            Effect.gen(function*() {
+              let lost = 0
+              for (let attempt = 0; attempt < 40; attempt++) {
+                const expected = Option.match(yield* s.latest(chain), { onNone: () => 0, onSome: (cp) => cp.version })
+                // Let the other writers read the same version before this one writes.
+                yield* Effect.yieldNow()
+                const size = attempt % 3 === 2 ? 2 : 1
+                const cps = yield* Effect.forEach(Array.from({ length: size }, (_, k) => k), (k) =>
+                  mk(chain, expected + 1 + 4 * w + k, { state: { writer: `w${w}`, expected, first: k === 0 } }))
+                const expect = { executionId: chain, latestVersion: expected }
+                const saved = yield* Effect.either(size === 1 ? s.save(cps[0]!, { expect }) : s.saveMany(cps, { expect }))
+                if (Either.isLeft(saved)) {
+                  if (saved.left._tag !== "CheckpointConflict" || saved.left.expectedLatestVersion !== expected) {
+                    return yield* Effect.die(saved.left)
+                  }
+                  lost++
+                }
+              }
+              return lost
+            })
+          const lost = yield* Effect.forEach([0, 1, 2, 3], writer, { concurrency: "unbounded" })
+          expect(lost.reduce((a, b) => a + b, 0)).toBeGreaterThan(0)
+          const written = yield* s.list(chain)
+          expect(written.length).toBeGreaterThan(40)
+          expectUnbrokenChain(written)
+        })))
+    }
+
+    it.live("layerClient: one statement per conditional save, like an unconditional one (and one read more to report a failure)", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const s = yield* store
+        const e = yield* freshExecution()
+        const other = yield* freshExecution("other")
+        const expectOn = (latestVersion: number) => ({ expect: { executionId: e, latestVersion } })
+        const cases: ReadonlyArray<readonly [string, Effect.Effect<void, unknown>]> = [
+          ["save", Effect.flatMap(mk(e, 1), (cp) => s.save(cp, expectOn(0)))],
+          ["saveMany of 2", Effect.flatMap(Effect.forEach([2, 3], (v) => mk(e, v)), (cps) => s.saveMany(cps, expectOn(1)))],
+          [
+            "saveMany of 501 (JSON)",
+            Effect.flatMap(
+              Effect.forEach(Array.from({ length: 501 }, (_, i) => i + 4), (v) => mk(e, v)),
+              (cps) => s.saveMany(cps, expectOn(3))
+            )
+          ],
+          ["saveMany naming another execution", Effect.flatMap(mk(other, 1), (cp) => s.saveMany([cp], expectOn(504)))],
+          ["unconditional save", Effect.flatMap(mk(e, 505), (cp) => s.save(cp))]
+        ]
+        const texts: Array<string> = []
+        for (const [what, effect] of cases) {
+          const { result, statements } = yield* recordStatements(effect)
+          expect(Either.isRight(result), what).toBe(true)
+          expect(statements.length, what).toBe(1)
+          expect(statements[0], what).toMatch(/^INSERT INTO "checkpoints"/)
+          texts.push(statements[0]!)
+        }
+        // The single conditional save: its condition is evaluated once, and its row is not staged (a batch's rows are).
+        const opcodes = (text: string, params: number) =>
+          Effect.map(
+            sql.unsafe<{ opcode: string }>(`EXPLAIN ${text}`, Array.from({ length: params }, () => null) as Array<never>),
+            (rows) => rows.map((r) => r.opcode)
+          )
+        const single = yield* opcodes(texts[0]!, 11)
+        expect(single).toContain("Once")
+        expect(single).not.toContain("OpenEphemeral")
+        // A failed expectation: the refused INSERT, then one read for the version to report. No transaction, nothing else.
+        const { result, statements } = yield* recordStatements(Effect.flatMap(mk(e, 506), (cp) => s.save(cp, expectOn(3))))
+        expect(Either.flip(result)).toEqual(
+          Either.right(expect.objectContaining({ expectedLatestVersion: 3, actualLatestVersion: 505 }))
+        )
+        expect(statements.length).toBe(2)
+        expect(statements[0]).toBe(texts[0])
+        expect(statements[1]).toMatch(/^SELECT COALESCE\(MAX\(version\), 0\)/)
+      }).pipe(Effect.provide(SqliteStore.layerClient().pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" }))))))
+
+    it.live("layerClient: inside the app's transaction the condition sees the transaction's own writes, and a failed one leaves it usable", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const s = yield* store
+        const e = yield* freshExecution()
+        yield* sql.withTransaction(Effect.gen(function*() {
+          yield* s.save(yield* mk(e, 1))
+          yield* s.save(yield* mk(e, 2), { expect: { executionId: e, latestVersion: 1 } })
+          const stale = yield* Effect.flip(
+            s.saveMany([yield* mk(e, 3), yield* mk(e, 4)], { expect: { executionId: e, latestVersion: 1 } })
+          )
+          expect(stale).toMatchObject({ _tag: "CheckpointConflict", expectedLatestVersion: 1, actualLatestVersion: 2 })
+          yield* s.saveMany([yield* mk(e, 3), yield* mk(e, 4)], { expect: { executionId: e, latestVersion: 2 } })
+        }))
+        expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2, 3, 4])
+        // Rolled back with the app's transaction, and the execution is where it was.
+        const failed = yield* Effect.either(sql.withTransaction(Effect.gen(function*() {
+          yield* s.save(yield* mk(e, 5), { expect: { executionId: e, latestVersion: 4 } })
+          return yield* Effect.fail("app error")
+        })))
+        expect(Either.isLeft(failed)).toBe(true)
+        yield* s.save(yield* mk(e, 5), { expect: { executionId: e, latestVersion: 4 } })
+        expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2, 3, 4, 5])
+      }).pipe(Effect.provide(SqliteStore.layerClient().pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" }))))))
+  })
+
   describe("several writers on one file", () => {
     it.live("two layers in one process, built at once and writing at once, never see \"database is locked\"", () =>
       Effect.scoped(Effect.gen(function*() {
@@ -620,6 +847,15 @@ describe("SqliteStore", () => {
         expect(locked).toMatchObject({ _tag: "CheckpointStoreError", backend: "sqlite", operation: "save" })
         expect(locked.message).toContain("database is locked")
         expect(locked.cause).toMatchObject({ code: "SQLITE_BUSY" })
+        // A conditional save too: the lock is taken before the condition is read, so it is "locked", never a conflict.
+        const expectOne = { expect: { executionId: e, latestVersion: 1 } }
+        expect(yield* Effect.flip(Effect.flatMap(mk(e, 2), (cp) => impatient.save(cp, expectOne)))).toMatchObject({
+          _tag: "CheckpointStoreError",
+          operation: "save",
+          cause: { code: "SQLITE_BUSY" }
+        })
+        expect(yield* Effect.flip(Effect.flatMap(Effect.forEach([2, 3], (v) => mk(e, v)), (cps) => impatient.saveMany(cps, expectOne))))
+          .toMatchObject({ _tag: "CheckpointStoreError", operation: "saveMany", cause: { code: "SQLITE_BUSY" } })
         // WAL: readers are not blocked by the writer.
         expect((yield* impatient.list(e)).map(view)).toEqual([view(first)])
         // With one, the write waits for the lock and lands.
@@ -686,6 +922,51 @@ describe("SqliteStore", () => {
             expect(batches.map((c) => c.version)).toEqual([4, 3, 2, 1, 0].map((k) => lastBatch - k))
           }
         }).pipe(Effect.provide(SqliteStore.layer({ filename, tableName: table })))
+      })), 60_000)
+
+    it.live("three PROCESSES appending to one execution on a condition: every write follows the one before it", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const table = "chain_runs"
+        const chain = yield* freshExecution("chain")
+        // The table exists before they start (the schema race has its own test).
+        yield* Effect.provide(store, SqliteStore.layer({ filename, tableName: table }))
+        const writers = yield* Effect.forEach(
+          [["a", "layer"], ["b", "layer"], ["c", "client"]] as const,
+          ([label, mode], slot) => startFixture("sqlite-chainer.ts", [filename, table, label, String(slot), chain, "1500", mode])
+        )
+        yield* until(() => writers.every((w) => w.output().stdout.includes("ready\n")), "the writers to load", 30_000)
+        for (const w of writers) w.child.stdin!.end("go\n")
+        const codes = yield* Effect.forEach(writers, (w) => exited(w.child), { concurrency: "unbounded" })
+        const reports = writers.map((w) => {
+          expect(w.output().stderr).toBe("")
+          return lastLine(w.output().stdout) as {
+            readonly label: string
+            readonly buildError?: string
+            readonly attempts: number
+            readonly written: number
+            readonly lost: number
+            readonly errors: Array<string>
+            readonly firstWriteAt: number
+            readonly lastWriteAt: number
+          }
+        })
+        for (const r of reports) {
+          expect(r.buildError, r.label).toBeUndefined()
+          expect(r.errors, r.label).toEqual([])
+          expect(r.written, r.label).toBeGreaterThan(0)
+        }
+        expect(codes).toEqual([0, 0, 0])
+        // They really wrote at the same time, and really raced.
+        for (const r of reports) {
+          for (const q of reports) expect(r.firstWriteAt < q.lastWriteAt).toBe(true)
+        }
+        expect(reports.reduce((n, r) => n + r.lost, 0)).toBeGreaterThan(0)
+        const written = yield* Effect.flatMap(store, (s) => s.list(chain)).pipe(
+          Effect.provide(SqliteStore.layer({ filename, tableName: table }))
+        )
+        expect(written.length).toBe(reports.reduce((n, r) => n + r.written, 0))
+        expectUnbrokenChain(written)
       })), 60_000)
   })
 })
