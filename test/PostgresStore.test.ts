@@ -12,7 +12,9 @@ import {
   Cause,
   ConfigProvider,
   Context,
+  Deferred,
   Effect,
+  Either,
   Fiber,
   Layer,
   ManagedRuntime,
@@ -662,6 +664,205 @@ describe("PostgresStore", () => {
       ))
   })
 
+  describe("list", () => {
+    it.live("list({ limit }) converts only the rows it returns to text, whatever the plan (here: a table not analysed yet)", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          // The bench's read section: one 1001-checkpoint execution in a new table.
+          const state = (v: number) => ({ step: v, data: "processed by step ".repeat(8), history: ["a", "b", "c", "d"] })
+          yield* s.saveMany(yield* Effect.forEach(Array.from({ length: 1001 }, (_, i) => i + 1), (v) => mk(e, v, { state: state(v) })))
+          const [page, statements] = yield* recordStatements(s.list(e, { limit: 10 }))
+          expect(page.map((c) => c.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+          expect(statements).toHaveLength(1)
+          interface PlanNode {
+            readonly "Node Type": string
+            readonly "Actual Rows": number
+            readonly "Actual Loops": number
+            readonly Output?: ReadonlyArray<string>
+            readonly Plans?: ReadonlyArray<PlanNode>
+          }
+          const explained = yield* query<{ "QUERY PLAN": ReadonlyArray<{ Plan: PlanNode }> }>(
+            `EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) ${statements[0]}`,
+            [e, 0, 10]
+          )
+          const nodes: Array<PlanNode> = []
+          const walk = (node: PlanNode) => {
+            nodes.push(node)
+            for (const child of node.Plans ?? []) walk(child)
+          }
+          walk(explained[0]!["QUERY PLAN"][0]!.Plan)
+          // Every node that evaluates the JSONB → text conversions does so for at most the 10 rows returned.
+          const converting = nodes.filter((n) => (n.Output ?? []).some((o) => /\(\S*state\)::text/.test(o)))
+          expect(converting.length).toBeGreaterThan(0)
+          for (const node of converting) {
+            expect(node["Actual Rows"] * node["Actual Loops"], node["Node Type"]).toBeLessThanOrEqual(10)
+          }
+          // The other pages are right too.
+          expect((yield* s.list(e, { afterVersion: 995, limit: 10 })).map((c) => c.version)).toEqual([996, 997, 998, 999, 1000, 1001])
+          expect((yield* s.list(e)).length).toBe(1001)
+          expect(table.length).toBeGreaterThan(0)
+        })
+      ))
+  })
+
+  describe("conditional saves (expect)", () => {
+    const expectOn = (executionId: Checkpoint.ExecutionId, latestVersion: number) => ({ expect: { executionId, latestVersion } })
+    const countRows = (table: string, executionId: string) =>
+      Effect.map(
+        query<{ n: number }>(`SELECT count(*)::int AS n FROM "${SCHEMA}"."${table}" WHERE execution_id = $1`, [executionId]),
+        (rows) => rows[0]!.n
+      )
+
+    for (const synchronousCommit of ["on", "off"] as const) {
+      it.live(`synchronousCommit ${synchronousCommit}: a conditional save or saveMany is one INSERT whose WHERE checks the expectation; a failed one is that same statement, inserting no row`, () =>
+        withStore((table) =>
+          Effect.gen(function*() {
+            const s = yield* store
+            const e = yield* freshExecution()
+            const [, one] = yield* recordStatements(Effect.flatMap(mk(e, 1), (cp) => s.save(cp, expectOn(e, 0))))
+            expect(one).toHaveLength(1)
+            expect(one[0]).toMatch(
+              /^INSERT INTO \S+ \(.*\) SELECT \$1::text, .* WHERE COALESCE\(\(SELECT version FROM \S+ WHERE execution_id = \$10::text ORDER BY version DESC LIMIT 1\), 0\) = \$11::integer$/s
+            )
+            expect(one[0]!.includes("set_config('synchronous_commit', 'off', true)")).toBe(synchronousCommit === "off")
+            const [, many] = yield* recordStatements(
+              Effect.flatMap(Effect.forEach([2, 3], (v) => mk(e, v)), (cps) => s.saveMany(cps, expectOn(e, 1)))
+            )
+            expect(many).toHaveLength(1)
+            expect(many[0]).toMatch(
+              /^INSERT INTO \S+ \(.*\) SELECT \* FROM \(VALUES \(.*\), \(.*\)\) AS v WHERE COALESCE\(\(SELECT version FROM \S+ WHERE execution_id = \$19::text .*\), 0\) = \$20::integer$/s
+            )
+            expect(yield* countRows(table, e)).toBe(3)
+            // A stale expectation: the same single statement, which inserts nothing; no second query.
+            const [error, stale] = yield* recordStatements(
+              Effect.flip(Effect.flatMap(Effect.forEach([4, 5], (v) => mk(e, v)), (cps) => s.saveMany(cps, expectOn(e, 2))))
+            )
+            expect(stale).toHaveLength(1)
+            expect(error).toMatchObject({ _tag: "CheckpointConflict", executionId: e, version: 3, expectedLatestVersion: 2 })
+            expect(yield* countRows(table, e)).toBe(3)
+            // Unconditional saves keep their plain INSERT … VALUES.
+            const [, plain] = yield* recordStatements(Effect.flatMap(mk(e, 4), (cp) => s.save(cp)))
+            expect(plain).toHaveLength(1)
+            expect(plain[0]).toMatch(/^INSERT INTO \S+ \(.*\) VALUES \(.*\)$/s)
+            expect(plain[0]).not.toContain("WHERE")
+            expect([...one, ...many, ...stale, ...plain].join("\n")).not.toMatch(/\b(BEGIN|COMMIT)\b/i)
+            expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2, 3, 4])
+          }), { synchronousCommit }))
+    }
+
+    it.live("a batch larger than one INSERT checks the expectation in its first, all in one transaction", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.save(yield* mk(e, 1))
+          const batch = yield* Effect.forEach(Array.from({ length: 5001 }, (_, i) => i + 2), (v) => mk(e, v, { state: v }))
+          const error = yield* Effect.flip(s.saveMany(batch, expectOn(e, 0)))
+          expect(error).toMatchObject({ _tag: "CheckpointConflict", expectedLatestVersion: 0 })
+          expect(yield* countRows(table, e)).toBe(1)
+          yield* s.saveMany(batch, expectOn(e, 1))
+          expect(yield* countRows(table, e)).toBe(5002)
+        })
+      ))
+
+    // Deterministic race: the first save holds its rows uncommitted in an app transaction (layerClient);
+    // the second runs its conditional INSERT meanwhile on another connection.
+    for (const isolation of ["read committed", "serializable"] as const) {
+      it.live(`${isolation}: two conditional saves into an empty execution both pass the check; the unique key holds the second until the first commits, and it fails with the expectation's conflict (or goes through if the first rolls back)`, () =>
+        Effect.scoped(Effect.gen(function*() {
+          const tableName = yield* scopedTable("race")
+          const applicationName = freshName("ec-pg-test-race")
+          const url = isolation === "serializable"
+            ? `${URL}?options=${encodeURIComponent("-c default_transaction_isolation=serializable")}`
+            : URL
+          const Pg = PgClient.layer({ url: Redacted.make(url), applicationName, maxConnections: 4 })
+          const context = yield* Layer.build(
+            Layer.merge(Pg, PostgresStore.layerClient({ schema: SCHEMA, tableName }).pipe(Layer.provide(Pg)))
+          )
+          const s = Context.get(context, store)
+          const sql = Context.get(context, SqlClient.SqlClient)
+
+          const race = (outcome: "commit" | "rollback") =>
+            Effect.gen(function*() {
+              const e = yield* freshExecution()
+              const first = yield* Effect.forEach([1, 2], (v) => mk(e, v, { state: { first: v } }))
+              const second = yield* Effect.forEach([1, 2], (v) => mk(e, v, { state: { second: v } }))
+              const inserted = yield* Deferred.make<void>()
+              const release = yield* Deferred.make<void>()
+              const holder = yield* Effect.fork(sql.withTransaction(
+                s.saveMany(first, expectOn(e, 0)).pipe(
+                  Effect.zipRight(Deferred.succeed(inserted, undefined)),
+                  Effect.zipRight(Deferred.await(release)),
+                  Effect.zipRight(outcome === "commit" ? Effect.void : Effect.fail("rolled back" as const))
+                )
+              ))
+              yield* Deferred.await(inserted)
+              const rival = yield* Effect.fork(Effect.either(s.saveMany(second, expectOn(e, 0))))
+              // The rival's check saw an empty execution (the first save is not committed): it waits on the key.
+              yield* eventually(Effect.map(backendsOf(applicationName), (rows) => rows.some((r) => r.wait_event_type === "Lock")))
+              yield* Deferred.succeed(release, undefined)
+              const held = yield* Effect.either(Fiber.join(holder))
+              return { e, first, second, held, rival: yield* Fiber.join(rival) }
+            })
+
+          const won = yield* race("commit")
+          expect(won.held._tag).toBe("Right")
+          expect(won.rival._tag).toBe("Left")
+          expect(Either.isLeft(won.rival) && won.rival.left).toMatchObject({
+            _tag: "CheckpointConflict",
+            executionId: won.e,
+            expectedLatestVersion: 0,
+            actualLatestVersion: 2
+          })
+          expect((yield* s.list(won.e)).map(view)).toEqual(won.first.map(view))
+
+          const undone = yield* race("rollback")
+          expect(Either.isLeft(undone.held) && undone.held.left).toBe("rolled back")
+          expect(undone.rival._tag).toBe("Right")
+          expect((yield* s.list(undone.e)).map(view)).toEqual(undone.second.map(view))
+        })))
+    }
+
+    it.live("rivals at once on the store's own pool: per execution exactly one wins, every other gets the expectation's conflict and writes nothing", () =>
+      withStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          // Eight executions, six rivals each: four new (expect 0), four at version 3 (expect 3); even rivals
+          // write two checkpoints (saveMany), odd ones one (save).
+          const executions = yield* Effect.forEach(Array.from({ length: 8 }), () => freshExecution("rivals"))
+          const existing = yield* Effect.forEach(executions.slice(4), (e) => Effect.forEach([1, 2, 3], (v) => mk(e, v)))
+          yield* s.saveMany(existing.flat())
+          const rivals = yield* Effect.forEach(executions, (e, i) => {
+            const base = i < 4 ? 0 : 3
+            return Effect.forEach(Array.from({ length: 6 }), (_, r) =>
+              Effect.map(
+                Effect.forEach(r % 2 === 0 ? [1, 2] : [1], (d) => mk(e, base + d, { state: { rival: r } })),
+                (cps) => ({ e, base, cps })
+              ))
+          })
+          const all = rivals.flat()
+          const results = yield* Effect.forEach(all, ({ base, cps, e }) =>
+            Effect.either(
+              cps.length === 1 ? s.save(cps[0]!, expectOn(e, base)) : s.saveMany(cps, expectOn(e, base))
+            ), { concurrency: "unbounded" })
+          for (const [i, e] of executions.entries()) {
+            const base = i < 4 ? 0 : 3
+            const mine = all.flatMap((r, k) => (r.e === e ? [{ ...r, result: results[k]! }] : []))
+            const winners = mine.filter((r) => Either.isRight(r.result))
+            expect(winners).toHaveLength(1)
+            for (const r of mine) {
+              if (Either.isLeft(r.result)) {
+                expect(r.result.left).toMatchObject({ _tag: "CheckpointConflict", executionId: e, expectedLatestVersion: base })
+              }
+            }
+            const before = i < 4 ? [] : existing[i - 4]!
+            expect((yield* s.list(e)).map(view)).toEqual([...before, ...winners[0]!.cps].map(view))
+          }
+        }), { maxConnections: 10 }))
+  })
+
   describe("failures", () => {
     it.live("a refused connection fails the layer with CheckpointStoreError, fast, without the password", () =>
       Effect.gen(function*() {
@@ -889,6 +1090,31 @@ describe("PostgresStore", () => {
         expect(inside[0]?.synchronous_commit).toBe("on")
         expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
       })))
+
+    it.live("layer: an operation inside another client's transaction runs on the store's own pool, not in that transaction", () =>
+      withStore(() =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const first = yield* mk(e, 1)
+          const second = yield* mk(e, 2)
+          // The app's own PostgreSQL client: its rollback does not take the store's save with it.
+          const rolledBack = yield* Effect.flip(
+            Effect.flatMap(SqlClient.SqlClient, (sql) =>
+              sql.withTransaction(Effect.zipRight(s.save(first, { expect: { executionId: e, latestVersion: 0 } }), Effect.fail("app failure" as const)))).pipe(
+                Effect.provide(PgClient.layer({ url: Redacted.make(URL) }))
+              )
+          )
+          expect(rolledBack).toBe("app failure")
+          expect((yield* s.list(e)).map(view)).toEqual([view(first)])
+          // A SQLite transaction is none of its business either (its statements used to be sent there).
+          const seen = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+            sql.withTransaction(Effect.zipRight(s.saveMany([second]), s.list(e)))).pipe(
+              Effect.provide(SqliteClient.layer({ filename: ":memory:" }))
+            )
+          expect(seen.map(view)).toEqual([view(first), view(second)])
+        })
+      ))
 
     it.live("layerClient refuses a client that is not PostgreSQL", () =>
       Effect.gen(function*() {

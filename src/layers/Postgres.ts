@@ -23,8 +23,26 @@
  * Every operation is one statement (one round trip): `save` is one `INSERT`,
  * `saveMany` one multi-row `INSERT` (all or nothing; a batch of more than 5000
  * runs one `INSERT` per 5000 in one transaction), `list` pushes `limit` and
- * `afterVersion` into SQL, `latest` is `ORDER BY version DESC LIMIT 1`,
- * `prune` and `listExecutions` are one statement each.
+ * `afterVersion` into SQL (the limit is applied before the JSON columns are
+ * converted to text, so a page costs its own rows, whatever plan PostgreSQL
+ * picks), `latest` is `ORDER BY version DESC LIMIT 1`, `prune` and
+ * `listExecutions` are one statement each.
+ *
+ * A conditional save (`expect`) is the same one statement: `INSERT … SELECT …
+ * WHERE` the expected execution's newest version (an index lookup, on the
+ * statement's snapshot) is the expected one. When it is not, the statement
+ * inserts no row and the save fails with `CheckpointConflict`; nothing else is
+ * sent. Two conditional saves racing on one execution both see it as it was
+ * before either committed, so both may pass that check; the
+ * `(execution_id, version)` key then holds the second until the first commits,
+ * and the second fails with the same conflict (with the version it found). That
+ * key is what separates them: it does when both write the version after the one
+ * they expect, as an append (and the graph engine) does. Under the default READ
+ * COMMITTED, two conditional saves that write disjoint versions of one execution
+ * (neither writing `latestVersion + 1`) can both succeed; under SERIALIZABLE,
+ * PostgreSQL refuses one of them, which the store reports as the conflict too.
+ * The check costs the server one more query plan per save: `@effect/sql-pg`
+ * sends unnamed statements, which PostgreSQL plans each time.
  *
  * JSONB keeps JSON values, not JSON text: objects come back equal, but with
  * their keys in JSONB's order (shorter keys first), and JSONB refuses the NUL
@@ -36,7 +54,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Config, type Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Cause, Config, Context, type Duration, Effect, identity, Layer, Option, Redacted } from "effect"
 import * as Checkpoint from "../Checkpoint.js"
 import {
   CheckpointConflict,
@@ -420,12 +438,17 @@ const secretsOfClient = (sql: SqlClient.SqlClient): ReadonlyArray<string> => {
 export const make = (
   options: ClientOptions = {}
 ): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier, SqlClient.SqlClient> =>
-  Effect.flatMap(SqlClient.SqlClient, (client) => makeWith(client, options, secretsOfClient(client)))
+  Effect.flatMap(SqlClient.SqlClient, (client) => makeWith(client, options, secretsOfClient(client), false))
 
+/**
+ * The store on `client`. `ownClient`: the client is the store's own ({@link layer}), so a
+ * `TransactionConnection` in the caller's context is another client's and must not be used.
+ */
 const makeWith = (
   client: SqlClient.SqlClient,
   options: ClientOptions,
-  secrets: ReadonlyArray<string>
+  secrets: ReadonlyArray<string>,
+  ownClient: boolean
 ): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> =>
   Effect.gen(function*() {
     const nameError = checkNames(options)
@@ -444,6 +467,19 @@ const makeWith = (
     const versions = `${prefix}${quote(migrationsTable)}`
     const fail = (operation: string) => (e: unknown) => Effect.fail(storeError(BACKEND, operation, describe(e), secrets))
     const run = <A extends object>(text: string, params: ReadonlyArray<unknown> = []) => sql.unsafe<A>(text, params)
+    /**
+     * An operation of the store. On its own client, it never runs on a transaction of the caller's:
+     * `@effect/sql` runs a statement on whatever `TransactionConnection` the fiber has, and with
+     * {@link layer} that one belongs to another client (the app's `sql.withTransaction`, maybe not
+     * even PostgreSQL). With {@link layerClient} joining it is the point.
+     */
+    const own: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E> = ownClient
+      ? (effect) =>
+        Effect.flatMap(
+          Effect.serviceOption(SqlClient.TransactionConnection),
+          (tx) => Option.isNone(tx) ? effect : Effect.mapInputContext(effect, Context.omit(SqlClient.TransactionConnection))
+        )
+      : identity
 
     yield* ensureSchema(sql, { schema, tableName, table, versions }).pipe(
       Effect.catchTag("SqlError", fail("schema"))
@@ -451,20 +487,45 @@ const makeWith = (
 
     // --- statements, built once ---------------------------------------------
     const asyncCommit = options.synchronousCommit === "off"
-    const valuesRow = (i: number, async: boolean) => {
+    /** The 9 values of row `i` (parameters `$9i+1` … `$9i+9`), without parentheses. */
+    const rowValues = (i: number, async: boolean) => {
       const b = i * 9
       // synchronousCommit "off": the first row's parent_id sets it for this statement's own (implicit)
       // transaction only — one statement still, and the cheapest form to plan (measured).
       const parentId = async && i === 0
         ? `CASE WHEN set_config('synchronous_commit', 'off', true) = 'off' THEN $${b + 9}::text END`
         : `$${b + 9}::text`
-      return `($${b + 1}::text, $${b + 2}::text, $${b + 3}::text, $${b + 4}::jsonb, $${b + 5}::jsonb, ` +
-        `$${b + 6}::timestamptz, $${b + 7}::integer, $${b + 8}::jsonb, ${parentId})`
+      return `$${b + 1}::text, $${b + 2}::text, $${b + 3}::text, $${b + 4}::jsonb, $${b + 5}::jsonb, ` +
+        `$${b + 6}::timestamptz, $${b + 7}::integer, $${b + 8}::jsonb, ${parentId}`
     }
-    const insertText = (rows: number, async: boolean) =>
-      `INSERT INTO ${table} (${COLUMN_LIST}) VALUES ${Array.from({ length: rows }, (_, i) => valuesRow(i, async)).join(", ")}`
-    const insertOneText = insertText(1, false)
-    const insertOneAsyncText = insertText(1, true)
+    const valuesList = (rows: number, async: boolean) =>
+      Array.from({ length: rows }, (_, i) => `(${rowValues(i, async)})`).join(", ")
+    /**
+     * The expectation of a conditional save, on parameters `$p` (execution id) and `$p+1` (its expected newest
+     * version, 0 = none). An uncorrelated subquery: PostgreSQL evaluates it once, as a one-time filter, on the
+     * statement's snapshot, before any row is built — so a failed expectation inserts nothing (0 rows) and,
+     * with `synchronousCommit: "off"`, never reaches the `set_config`.
+     */
+    const expectation = (p: number) =>
+      `COALESCE((SELECT version FROM ${table} WHERE execution_id = $${p}::text ORDER BY version DESC LIMIT 1), 0) ` +
+      `= $${p + 1}::integer`
+    /**
+     * The `INSERT` of `rows` rows; `conditional`: only if the expectation (its last two parameters) holds —
+     * still one statement. One row: `INSERT … SELECT <values> WHERE …` (cheaper to plan than a `VALUES` list).
+     */
+    const insertText = (rows: number, async: boolean, conditional: boolean) =>
+      !conditional
+        ? `INSERT INTO ${table} (${COLUMN_LIST}) VALUES ${valuesList(rows, async)}`
+        : rows === 1
+        ? `INSERT INTO ${table} (${COLUMN_LIST}) SELECT ${rowValues(0, async)} WHERE ${expectation(10)}`
+        : `INSERT INTO ${table} (${COLUMN_LIST}) SELECT * FROM (VALUES ${valuesList(rows, async)}) AS v ` +
+          `WHERE ${expectation(rows * 9 + 1)}`
+    const insertOneTexts = {
+      sync: insertText(1, false, false),
+      async: insertText(1, true, false),
+      syncIf: insertText(1, false, true),
+      asyncIf: insertText(1, true, true)
+    }
     /**
      * Whether a save may commit asynchronously: only with `synchronousCommit: "off"`, and never inside a
      * transaction of the app's (a save inside `sql.withTransaction` joins it, and must not change how it commits).
@@ -473,8 +534,14 @@ const makeWith = (
       ? Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isNone)
       : Effect.succeed(false)
     const loadText = `SELECT ${SELECT_LIST} FROM ${table} WHERE id = $1`
-    const listText = `SELECT ${SELECT_LIST} FROM ${table} WHERE execution_id = $1 AND version > $2 ORDER BY version LIMIT $3`
+    // LIMIT first, converting after: the subquery keeps the columns as stored, so whatever plan PostgreSQL
+    // picks (on a table not analysed yet: a bitmap scan and a sort of the whole execution), only the rows
+    // returned are converted to text. Its ORDER BY is kept by the outer one (no second sort).
+    const listText = `SELECT ${SELECT_LIST} FROM (SELECT ${COLUMN_LIST} FROM ${table} ` +
+      `WHERE execution_id = $1 AND version > $2 ORDER BY version LIMIT $3) AS page ORDER BY version`
     const latestText = `SELECT ${SELECT_LIST} FROM ${table} WHERE execution_id = $1 ORDER BY version DESC LIMIT 1`
+    const latestVersionText = `SELECT COALESCE((SELECT version FROM ${table} WHERE execution_id = $1 ` +
+      `ORDER BY version DESC LIMIT 1), 0) AS version`
     const executionsText = `SELECT DISTINCT ON (execution_id) execution_id, id, version, ` +
       `(extract(epoch FROM "timestamp") * 1000)::float8 AS ts, ` +
       `CASE WHEN jsonb_typeof(next) = 'array' THEN jsonb_array_length(next) > 0 END AS pending ` +
@@ -488,7 +555,7 @@ const makeWith = (
     const conflictText = `SELECT id, execution_id, version FROM ${table} ` +
       `WHERE id = ANY($1::text[]) OR (execution_id, version) IN (SELECT * FROM unnest($2::text[], $3::int[]))`
 
-    const paramsOf = (e: Checkpoint.Encoded): ReadonlyArray<unknown> => {
+    const paramsOf = (e: Checkpoint.Encoded): Array<unknown> => {
       const cp = e.checkpoint
       return [cp.id, cp.executionId, cp.nodeName, e.state, e.metadata, e.timestamp, cp.version, e.next, cp.parentId ?? null]
     }
@@ -524,26 +591,100 @@ const makeWith = (
       })
     }
 
-    const insertBatch = (batch: ReadonlyArray<Checkpoint.Encoded>, operation: string) => {
+    /** What a failed `INSERT` means: a taken id or version, a refused value, or a store failure. */
+    const insertFailure = (
+      batch: ReadonlyArray<Checkpoint.Encoded>,
+      operation: string,
+      e: SqlError,
+      code: string | undefined
+    ): Effect.Effect<never, InsertError> => {
+      if (code === "23505") {
+        return Effect.flatMap(
+          batch.length === 1 ? Effect.succeed(conflictOf(batch[0]!.checkpoint)) : findConflict(batch),
+          Effect.fail
+        )
+      }
+      if (code !== undefined && code.startsWith("22")) return Effect.fail(encodeErrorOf(batch, e))
+      return fail(operation)(e)
+    }
+
+    /**
+     * A conditional save whose expectation held on its snapshot but that lost to a save committed meanwhile:
+     * a taken `(executionId, version)` (23505, READ COMMITTED) or a serialization failure (40001, SERIALIZABLE).
+     * If the execution's newest version is no longer the expected one, that is the expectation's conflict
+     * (with the version found); otherwise the failure is what it says. Error path only: one more query.
+     */
+    const lostRace = (
+      batch: ReadonlyArray<Checkpoint.Encoded>,
+      operation: string,
+      expect: CheckpointStore.Expectation,
+      e: SqlError,
+      code: "23505" | "40001"
+    ): Effect.Effect<never, InsertError> =>
+      run<{ version: unknown }>(latestVersionText, [expect.executionId]).pipe(
+        Effect.map((rows) => rows[0]?.version),
+        // The app's transaction this save joined is aborted now: nothing can be read on it.
+        Effect.orElseSucceed(() => undefined),
+        Effect.flatMap((actual) =>
+          typeof actual === "number"
+            ? actual === expect.latestVersion
+              ? insertFailure(batch, operation, e, code)
+              : Effect.fail(CheckpointStore.expectationFailed(expect, actual))
+            : code === "23505"
+            ? Effect.fail(CheckpointStore.expectationFailed(expect))
+            : fail(operation)(e)
+        )
+      )
+
+    /** Runs a conditional `INSERT`: inserting no row means the expectation did not hold. */
+    const runIf = (text: string, params: ReadonlyArray<unknown>, expect: CheckpointStore.Expectation) =>
+      Effect.flatMap(
+        sql.unsafe(text, params).raw,
+        (result) => fieldOf(result, "rowCount") === 0 ? Effect.fail(CheckpointStore.expectationFailed(expect)) : Effect.void
+      )
+
+    /** One `INSERT` of `part` (conditional if `expect` is given), the expectation's values as its last parameters. */
+    const insertPart = (
+      part: ReadonlyArray<Checkpoint.Encoded>,
+      async: boolean,
+      expect: CheckpointStore.Expectation | undefined
+    ) => {
+      const one = part.length === 1
+      if (expect === undefined) {
+        return Effect.asVoid(run(
+          one ? (async ? insertOneTexts.async : insertOneTexts.sync) : insertText(part.length, async, false),
+          one ? paramsOf(part[0]!) : part.flatMap(paramsOf)
+        ))
+      }
+      const params = one ? paramsOf(part[0]!) : part.flatMap(paramsOf)
+      params.push(expect.executionId, expect.latestVersion)
+      return runIf(
+        one ? (async ? insertOneTexts.asyncIf : insertOneTexts.syncIf) : insertText(part.length, async, true),
+        params,
+        expect
+      )
+    }
+
+    const insertBatch = (
+      batch: ReadonlyArray<Checkpoint.Encoded>,
+      operation: string,
+      expect: CheckpointStore.Expectation | undefined
+    ) => {
       const statement = Effect.flatMap(commitsAsync, (async) =>
-        batch.length === 1
-          ? run(async ? insertOneAsyncText : insertOneText, paramsOf(batch[0]!))
-          : batch.length <= ROWS_PER_INSERT
-          ? run(insertText(batch.length, async), batch.flatMap(paramsOf))
-          : sql.withTransaction(Effect.forEach(chunks(batch, ROWS_PER_INSERT), (part, i) =>
-            run(insertText(part.length, async && i === 0), part.flatMap(paramsOf)), { discard: true })))
+        batch.length <= ROWS_PER_INSERT
+          ? insertPart(batch, async, expect)
+          // More than one INSERT: one transaction, the expectation checked by the first.
+          : sql.withTransaction(Effect.forEach(
+            chunks(batch, ROWS_PER_INSERT),
+            (part, i) => i === 0 ? insertPart(part, async, expect) : insertPart(part, false, undefined),
+            { discard: true }
+          )))
       return statement.pipe(
-        Effect.asVoid,
         Effect.catchTag("SqlError", (e): Effect.Effect<never, InsertError> => {
           const code = codeOf(e)
-          if (code === "23505") {
-            return Effect.flatMap(
-              batch.length === 1 ? Effect.succeed(conflictOf(batch[0]!.checkpoint)) : findConflict(batch),
-              Effect.fail
-            )
-          }
-          if (code !== undefined && code.startsWith("22")) return Effect.fail(encodeErrorOf(batch, e))
-          return fail(operation)(e)
+          return expect !== undefined && (code === "23505" || code === "40001")
+            ? lostRace(batch, operation, expect, e, code)
+            : insertFailure(batch, operation, e, code)
         })
       )
     }
@@ -563,45 +704,45 @@ const makeWith = (
       rows.length === 0 ? Effect.succeedNone : Effect.asSome(decodeRow(rows[0]!))
 
     return CheckpointStore.make({
-      insertOne: (e) => {
+      insertOne: (e, expect) => {
         const problem = guardText([e])
-        return problem === undefined ? insertBatch([e], "save") : Effect.fail(problem)
+        return problem === undefined ? own(insertBatch([e], "save", expect)) : Effect.fail(problem)
       },
-      insert: (batch) => {
+      insert: (batch, expect) => {
         const problem = guardText(batch)
-        return problem === undefined ? insertBatch(batch, "saveMany") : Effect.fail(problem)
+        return problem === undefined ? own(insertBatch(batch, "saveMany", expect)) : Effect.fail(problem)
       },
       load: (id) =>
-        run<Row>(loadText, [id]).pipe(
+        own(run<Row>(loadText, [id]).pipe(
           Effect.catchTag("SqlError", fail("load")),
           Effect.flatMap(decodeFirst)
-        ),
+        )),
       list: (executionId, afterVersion, limit) =>
-        run<Row>(listText, [
+        own(run<Row>(listText, [
           executionId,
           Math.min(Math.max(Math.floor(afterVersion), 0), Checkpoint.MAX_VERSION),
           limit === undefined ? null : Math.min(limit, Checkpoint.MAX_VERSION)
         ]).pipe(
           Effect.catchTag("SqlError", fail("list")),
           Effect.flatMap((rows) => Effect.forEach(rows, decodeRow))
-        ),
+        )),
       latest: (executionId) =>
-        run<Row>(latestText, [executionId]).pipe(
+        own(run<Row>(latestText, [executionId]).pipe(
           Effect.catchTag("SqlError", fail("latest")),
           Effect.flatMap(decodeFirst)
-        ),
-      listExecutions: run<SummaryRow>(executionsText).pipe(
+        )),
+      listExecutions: own(run<SummaryRow>(executionsText).pipe(
         Effect.catchTag("SqlError", fail("listExecutions")),
         Effect.flatMap((rows) => Effect.forEach(rows, decodeSummary))
-      ),
-      delete: (id) => run(deleteText, [id]).pipe(Effect.asVoid, Effect.catchTag("SqlError", fail("delete"))),
+      )),
+      delete: (id) => own(run(deleteText, [id]).pipe(Effect.asVoid, Effect.catchTag("SqlError", fail("delete")))),
       clear: (executionId) =>
-        run(clearText, [executionId]).pipe(Effect.asVoid, Effect.catchTag("SqlError", fail("clear"))),
+        own(run(clearText, [executionId]).pipe(Effect.asVoid, Effect.catchTag("SqlError", fail("clear")))),
       prune: (executionId, keep) =>
-        run<{ n: number }>(pruneText, [executionId, keep]).pipe(
+        own(run<{ n: number }>(pruneText, [executionId, keep]).pipe(
           Effect.map((rows) => rows[0]?.n ?? 0),
           Effect.catchTag("SqlError", fail("prune"))
-        )
+        ))
     })
   })
 
@@ -777,6 +918,10 @@ export const layerClient = (
  * schema name (before connecting) and with `CheckpointStoreError` when the
  * server cannot be reached within `connectTimeout`.
  *
+ * Its operations always run on its own pool: one made inside a transaction of
+ * another client of yours (`sql.withTransaction`) neither joins nor waits for
+ * it. To save inside your transaction, use {@link layerClient} on that client.
+ *
  * @example
  * ```ts
  * import { Effect, Redacted } from "effect"
@@ -812,7 +957,7 @@ export const layer = (
   )
   return Layer.effect(
     CheckpointStore.CheckpointStore,
-    Effect.flatMap(SqlClient.SqlClient, (sql) => makeWith(sql, options, secrets))
+    Effect.flatMap(SqlClient.SqlClient, (sql) => makeWith(sql, options, secrets, true))
   ).pipe(Layer.provide(client))
 }
 
