@@ -698,7 +698,7 @@ describe("saving", () => {
         const before = yield* one.listCheckpoints(e)
         // A manual save from inside a node joins the run, is renumbered with it, and returns its final version.
         let manual: Graph.TypedCheckpoint<ProcessState> | undefined
-        let self: Graph.CheckpointableRunnable<ProcessState> | undefined
+        let self: Graph.CheckpointableRunnable<ProcessState, CheckpointStore.SaveError | Graph.ReadError> | undefined
         const withManualSave = Graph.make(ProcessState).pipe(
           Graph.addNode("note", (s) =>
             Effect.map(self!.saveCheckpoint("manual", s, { executionId: e }), (cp) => {
