@@ -3,7 +3,9 @@
  * redis://127.0.0.1:6379/0). Every test owns a unique key prefix
  * `ec-test:redis:<uuid>:` and removes its keys through its own index sets when
  * its scope closes (never FLUSHDB, never KEYS). A final `SCAN MATCH` on that
- * unique prefix checks that nothing was left outside the indexes.
+ * unique prefix checks that nothing was left outside the indexes — staging keys
+ * of large documents included, except in the fault tests that cut a save
+ * between its staging `SET` and its script, where they must expire.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Context, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
@@ -47,6 +49,30 @@ const scanPrefix = (prefix: string) =>
     return found.sort()
   })
 
+/** How long the store's staging keys live when their save never ran its script (see the store's docs). */
+const STAGING_TTL_MS = 60_000
+
+/**
+ * Prefixes of fault tests, where a save cut off between its staging `SET` and its script may leave a
+ * staging key behind: there, such keys are allowed if they expire within {@link STAGING_TTL_MS}.
+ */
+const mayLeaveStaging = new Set<string>()
+
+/** The staging keys under `prefix`, with their remaining time to live (ms). */
+const stagingKeys = (prefix: string) =>
+  Effect.flatMap(scanPrefix(`${prefix}staging:`), (keys) =>
+    Effect.promise(() => Promise.all(keys.map(async (key) => ({ key, pttl: await admin.pttl(key) })))))
+
+/** Asserts that every staging key under `prefix` expires, and within the staging ttl. */
+const stagingKeysExpire = (prefix: string) =>
+  Effect.map(stagingKeys(prefix), (staging) => {
+    for (const { key, pttl } of staging) {
+      expect(pttl, key).toBeGreaterThan(0)
+      expect(pttl, key).toBeLessThanOrEqual(STAGING_TTL_MS)
+    }
+    return staging.length
+  })
+
 /** Removes a prefix's keys through its own index sets, then checks that nothing is left. */
 const cleanup = (prefix: string) =>
   Effect.gen(function*() {
@@ -60,6 +86,11 @@ const cleanup = (prefix: string) =>
       }
       await admin.del(k.executions)
     })
+    if (mayLeaveStaging.delete(prefix)) {
+      yield* stagingKeysExpire(prefix)
+      const staging = yield* scanPrefix(`${prefix}staging:`)
+      if (staging.length > 0) yield* Effect.promise(() => admin.del(...staging))
+    }
     const left = yield* scanPrefix(prefix)
     if (left.length > 0) {
       yield* Effect.promise(() => admin.del(...left))
@@ -127,6 +158,43 @@ const wholeOrAbsent = (prefix: string, cps: ReadonlyArray<Checkpoint.Checkpoint>
       present.push(doc === 1)
     }
     return present
+  })
+
+/** The command names in a stream of RESP requests (`*N\r\n$len\r\narg\r\n…`), lower-cased; stops at a partial one. */
+const commandNames = (bytes: Buffer): Array<string> => {
+  const names: Array<string> = []
+  let at = 0
+  const line = () => {
+    const end = bytes.indexOf("\r\n", at)
+    if (end < 0) return undefined
+    const text = bytes.subarray(at, end).toString()
+    at = end + 2
+    return text
+  }
+  while (at < bytes.length) {
+    const header = line()
+    if (header === undefined || !header.startsWith("*")) break
+    const args: Array<string> = []
+    for (let i = 0; i < Number(header.slice(1)); i++) {
+      const len = line()
+      if (len === undefined || !len.startsWith("$") || at + Number(len.slice(1)) + 2 > bytes.length) return names
+      args.push(bytes.subarray(at, at + Number(len.slice(1))).toString())
+      at += Number(len.slice(1)) + 2
+    }
+    names.push(args[0]!.toLowerCase())
+  }
+  return names
+}
+
+/** A checkpoint whose stored document is larger than the store's staging threshold (16 K characters). */
+const mkLarge = (executionId: string, version: number, size = 40_000, tag: unknown = null) =>
+  mk(executionId, version, { state: { blob: "L".repeat(size), version, tag } })
+
+/** Waits until `ready()` holds (polling every 5 ms, at most 3 s). */
+const eventually = (ready: () => boolean, what: string) =>
+  Effect.gen(function*() {
+    for (let tries = 0; tries < 600 && !ready(); tries++) yield* Effect.sleep(Duration.millis(5))
+    expect(ready(), what).toBe(true)
   })
 
 const SECRET = "s3cr3t-Pa55word"
@@ -331,6 +399,246 @@ describe("RedisStore", () => {
       })
     ))
 
+  describe("conditional saves (expect)", () => {
+    const expectOn = (executionId: string, latestVersion: number) => ({
+      expect: { executionId: executionId as Checkpoint.ExecutionId, latestVersion }
+    })
+
+    it.live("a conditional save is one EVALSHA and nothing else: no read before it; large documents only add their SETs to the same round trip", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const proxy = yield* redisProxy(target)
+        const prefix = yield* ownedPrefix
+        const s = Context.get(
+          yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: proxy.port, db: target.db, prefix })),
+          store
+        )
+        const e = yield* freshExecution()
+        yield* s.save(yield* mk(e, 1))
+        /** Sends `op` with the proxy stalled: returns what the store sent before it got any reply, then lets it finish. */
+        const sentAtOnce = <A, E>(op: Effect.Effect<A, E>) =>
+          Effect.gen(function*() {
+            proxy.stall()
+            const fiber = yield* Effect.fork(Effect.either(op))
+            yield* eventually(() => commandNames(proxy.heldToServer()).includes("evalsha"), "the script was sent")
+            yield* Effect.sleep(Duration.millis(20))
+            const names = commandNames(proxy.heldToServer())
+            proxy.resume()
+            return { names, result: yield* fiber.await.pipe(Effect.flatten) }
+          })
+        const small = yield* sentAtOnce(s.save(yield* mk(e, 2), expectOn(e, 1)))
+        expect(small.names).toEqual(["evalsha"])
+        expect(Either.isRight(small.result)).toBe(true)
+        const batch = [yield* mkLarge(e, 3), yield* mk(e, 4), yield* mkLarge(e, 5, 200_000)]
+        const mixed = yield* sentAtOnce(s.saveMany(batch, expectOn(e, 2)))
+        expect(mixed.names).toEqual(["set", "set", "evalsha"])
+        expect(Either.isRight(mixed.result)).toBe(true)
+        const stale = yield* sentAtOnce(s.save(yield* mkLarge(e, 6), expectOn(e, 4)))
+        expect(stale.names).toEqual(["set", "evalsha"])
+        expect(stale.result).toMatchObject({
+          left: { _tag: "CheckpointConflict", executionId: e, expectedLatestVersion: 4, actualLatestVersion: 5 }
+        })
+        const listed = yield* s.list(e)
+        expect(listed.map((c) => c.version)).toEqual([1, 2, 3, 4, 5])
+        expect(listed.slice(2).map(view)).toEqual(batch.map(view))
+        expect(yield* stagingKeys(prefix)).toEqual([])
+      })))
+
+    it.live("the newest version is the newest live one, as latest sees it: vanished checkpoints do not count, deleted or pruned older ones do not empty the execution", () =>
+      withStore((prefix) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const k = keysOf(prefix)
+          const e = yield* freshExecution()
+          const cps = yield* Effect.forEach([1, 2, 3, 4], (v) => mk(e, v))
+          yield* s.saveMany(cps)
+          // The newest key vanishes behind the store's back (as when it expires).
+          yield* Effect.promise(() => admin.del(k.checkpoint(cps[3]!.id)))
+          const stale = yield* Effect.flip(s.save(yield* mk(e, 5), expectOn(e, 4)))
+          expect(stale).toMatchObject({ _tag: "CheckpointConflict", expectedLatestVersion: 4, actualLatestVersion: 3 })
+          expect(Option.map(yield* s.latest(e), (c) => c.version)).toEqual(Option.some(3))
+          // The vanished entry is gone from the index, as after a read.
+          expect(yield* Effect.promise(() => admin.zscore(k.execution(e), cps[3]!.id))).toBeNull()
+          yield* s.save(yield* mk(e, 4), expectOn(e, 3))
+          // Deleting the oldest and pruning keep the execution at its newest version.
+          yield* s.delete(cps[0]!.id)
+          yield* s.prune(e, 1)
+          expect(yield* Effect.flip(s.save(yield* mk(e, 1), expectOn(e, 0)))).toMatchObject({ actualLatestVersion: 4 })
+          yield* s.save(yield* mk(e, 5), expectOn(e, 4))
+          // Every key vanishes: the execution is empty, as latest says.
+          const ids = yield* Effect.promise(() => admin.zrange(k.execution(e), 0, -1))
+          yield* Effect.promise(() => admin.del(...ids.map(k.checkpoint)))
+          expect(Option.isNone(yield* s.latest(e))).toBe(true)
+          expect(yield* Effect.flip(s.save(yield* mk(e, 6), expectOn(e, 5)))).toMatchObject({ actualLatestVersion: 0 })
+          yield* s.save(yield* mk(e, 1), expectOn(e, 0))
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([1])
+          // An expectation on an execution that never existed holds at 0 and writes nothing of its own.
+          const never = yield* freshExecution("never")
+          const other = yield* freshExecution("other")
+          yield* s.saveMany([yield* mk(other, 1), yield* mk(other, 2)], expectOn(never, 0))
+          expect(yield* Effect.promise(() => admin.exists(k.execution(never)))).toBe(0)
+          expect((yield* s.listExecutions()).map((x) => x.executionId).sort()).toEqual([e, other].sort())
+          // One conditional save effect run twice (a retry): the second run finds its own write.
+          for (const third of [yield* mk(other, 3), yield* mkLarge(other, 4)]) {
+            const once = s.save(third, expectOn(other, third.version - 1))
+            yield* once
+            expect(yield* Effect.flip(once)).toMatchObject({
+              _tag: "CheckpointConflict",
+              expectedLatestVersion: third.version - 1,
+              actualLatestVersion: third.version
+            })
+          }
+        })
+      ))
+
+    it.live("with a ttl, expired checkpoints do not count: an execution whose checkpoints all expired is at version 0", () =>
+      withStore((prefix) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.save(yield* mk(e, 1), expectOn(e, 0))
+          yield* s.save(yield* mkLarge(e, 2), expectOn(e, 1))
+          yield* Effect.sleep(Duration.millis(600))
+          expect(Option.isNone(yield* s.latest(e))).toBe(true)
+          const error = yield* Effect.flip(s.save(yield* mk(e, 3), expectOn(e, 2)))
+          expect(error).toMatchObject({ _tag: "CheckpointConflict", expectedLatestVersion: 2, actualLatestVersion: 0 })
+          yield* s.saveMany([yield* mkLarge(e, 1), yield* mk(e, 2)], expectOn(e, 0))
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
+          expect(yield* stagingKeys(prefix)).toEqual([])
+        }), { ttl: "400 millis" }))
+
+    it.live("rivals on three connections expecting the same version, small and large documents: one wins each round, the rest conflict and write nothing", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const prefix = yield* ownedPrefix
+        const stores = yield* Effect.forEach([1, 2, 3], () =>
+          Effect.map(Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), (ctx) => Context.get(ctx, store)))
+        const e = yield* freshExecution()
+        const winners: Array<Checkpoint.Checkpoint> = []
+        for (let round = 0; round < 6; round++) {
+          const base = 2 * round
+          const rivals = yield* Effect.forEach(Array.from({ length: 6 }, (_, i) => i), (i) =>
+            Effect.forEach([base + 1, base + 2], (v) =>
+              i % 2 === 0 ? mkLarge(e, v, 30_000, { round, i }) : mk(e, v, { state: { round, i } })))
+          const results = yield* Effect.forEach(
+            rivals,
+            (batch, i) => Effect.either(stores[i % 3]!.saveMany(batch, expectOn(e, base))),
+            { concurrency: "unbounded" }
+          )
+          expect(results.filter(Either.isRight).length, `round ${round}`).toBe(1)
+          for (const r of results) {
+            if (Either.isLeft(r)) {
+              expect(r.left).toMatchObject({ _tag: "CheckpointConflict", expectedLatestVersion: base, actualLatestVersion: base + 2 })
+            }
+          }
+          winners.push(...rivals[results.findIndex(Either.isRight)]!)
+        }
+        expect((yield* stores[0]!.list(e)).map(view)).toEqual(winners.map(view))
+        expect(yield* wholeOrAbsent(prefix, winners)).toEqual(winners.map(() => true))
+        expect(yield* stagingKeys(prefix)).toEqual([])
+      })))
+  })
+
+  describe("large documents (staging keys)", () => {
+    it.live("round trip through a staging key that never outlives its save, with and without a ttl", () =>
+      Effect.gen(function*() {
+        for (const ttl of [undefined, "1 hour"] as const) {
+          yield* withStore((prefix) =>
+            Effect.gen(function*() {
+              const s = yield* store
+              const k = keysOf(prefix)
+              const e = yield* freshExecution()
+              // Around the threshold, and far above it.
+              const one = yield* mkLarge(e, 1, 1_000_000)
+              yield* s.save(one)
+              const batch = [yield* mk(e, 2), yield* mkLarge(e, 3, 16_300), yield* mkLarge(e, 4, 16_400), yield* mkLarge(e, 5)]
+              yield* s.saveMany(batch)
+              const all = [one, ...batch]
+              expect((yield* s.list(e)).map(view)).toEqual(all.map(view))
+              expect(view(yield* s.load(one.id))).toEqual(view(one))
+              expect(Option.map(yield* s.latest(e), view)).toEqual(Option.some(view(batch[3]!)))
+              for (const cp of all) {
+                const pttl = yield* Effect.promise(() => admin.pttl(k.checkpoint(cp.id)))
+                if (ttl === undefined) expect(pttl, `v${cp.version}`).toBe(-1)
+                else expect(pttl, `v${cp.version}`).toBeGreaterThan(3_500_000)
+              }
+              expect(yield* scanPrefix(prefix)).toEqual([...all.map((c) => k.checkpoint(c.id)), k.execution(e), k.executions].sort())
+            }), ttl === undefined ? {} : { ttl })
+        }
+      }))
+
+    it.live("a refused save of large documents leaves nothing: a taken version or id, a batch conflict, a failed expectation", () =>
+      withStore((prefix) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const k = keysOf(prefix)
+          const e = yield* freshExecution()
+          const first = yield* mkLarge(e, 1)
+          yield* s.save(first)
+          const expected = [k.checkpoint(first.id), k.execution(e), k.executions].sort()
+          const refused = [
+            s.save(yield* mkLarge(e, 1)),
+            s.save(first),
+            s.saveMany([yield* mkLarge(e, 2), yield* mk(e, 3), yield* mkLarge(e, 1)]),
+            s.saveMany([yield* mkLarge(e, 2), yield* mkLarge(e, 3)], { expect: { executionId: e, latestVersion: 0 } }),
+            s.save(yield* mkLarge(e, 2), { expect: { executionId: e, latestVersion: 5 } }),
+            // The expectation holds and version 2 is free, but the id is taken.
+            s.save(new Checkpoint.Checkpoint({ ...first, version: 2 }, true), { expect: { executionId: e, latestVersion: 1 } }),
+            s.saveMany([yield* mkLarge(e, 2), new Checkpoint.Checkpoint({ ...first, version: 3 }, true)], {
+              expect: { executionId: e, latestVersion: 1 }
+            })
+          ]
+          for (const [i, op] of refused.entries()) {
+            expect((yield* Effect.flip(op))._tag, `attempt ${i}`).toBe("CheckpointConflict")
+            expect(yield* scanPrefix(prefix), `attempt ${i}`).toEqual(expected)
+          }
+        })
+      ))
+
+    it.live("the script refuses a staged document that is missing (an expired staging key): nothing is written and the batch's staging keys go", () =>
+      withStore((prefix) =>
+        Effect.scoped(Effect.gen(function*() {
+          const s = yield* store
+          const k = keysOf(prefix)
+          const e = yield* freshExecution()
+          // Watch the store's own commands to learn its scripts' SHAs and argument layout.
+          const monitor = yield* Effect.acquireRelease(
+            Effect.promise(() => admin.monitor()),
+            (m) => Effect.sync(() => m.disconnect())
+          )
+          const seen: Array<Array<string>> = []
+          monitor.on("monitor", (_time: string, args: Array<string>, source: string) => {
+            if (source !== "lua" && args[0]?.toLowerCase() === "evalsha" && args.some((a) => a.includes(prefix))) seen.push(args)
+          })
+          yield* s.save(yield* mkLarge(e, 1))
+          yield* s.saveMany([yield* mkLarge(e, 2)])
+          yield* eventually(() => seen.length >= 2, "MONITOR saw both scripts")
+          const [save, saveMany] = seen as [Array<string>, Array<string>]
+          // save: EVALSHA sha 3 (3 keys) P id executionId version '*'+token ttl now; saveMany: EVALSHA sha 1 key P ttl now id …
+          expect(save[10]).toMatch(/^\*[0-9a-f-]{36}$/)
+          expect(saveMany[10]).toMatch(/^\*[0-9a-f-]{36}$/)
+          const lost = yield* mk(e, 3)
+          const replayOne = Effect.tryPromise({
+            try: () =>
+              admin.evalsha(save[1]!, 3, k.checkpoint(lost.id), k.execution(e), k.executions, save[6]!, lost.id, e, "3", `*${randomUUID()}`, "0", "1"),
+            catch: String
+          })
+          expect(yield* Effect.flip(replayOne)).toContain("a staged document is missing")
+          // saveMany: one staged document present, the next one missing.
+          const present = `${randomUUID()}`
+          yield* Effect.promise(() => admin.set(`${prefix}staging:${present}`, "{}", "PX", 60_000))
+          const a = yield* mk(e, 4)
+          const replayMany = Effect.tryPromise({
+            try: () =>
+              admin.evalsha(saveMany[1]!, 1, k.executions, saveMany[4]!, "0", "1", a.id, e, "4", `*${present}`, lost.id, e, "3", `*${randomUUID()}`),
+            catch: String
+          })
+          expect(yield* Effect.flip(replayMany)).toContain("a staged document is missing")
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
+          expect(yield* stagingKeys(prefix)).toEqual([])
+          expect(yield* scanPrefix(prefix)).toHaveLength(4)
+        }))
+      ))
+  })
+
   describe("ttl", () => {
     it.live("keys carry the ttl, expire with real time, and leave nothing behind", () =>
       withStore((prefix) =>
@@ -437,6 +745,8 @@ describe("RedisStore", () => {
         const name = `ec-test-${randomUUID()}`
         yield* withStore((prefix) =>
           Effect.gen(function*() {
+            // Its 20 KB documents are staged: a save killed between its SET and its script leaves a staging key, which expires.
+            mayLeaveStaging.add(prefix)
             const s = yield* store
             const e = yield* freshExecution()
             yield* s.saveMany(yield* Effect.forEach([1, 2, 3], (v) => mk(e, v)))
@@ -502,6 +812,22 @@ describe("RedisStore", () => {
         expect(yield* wholeOrAbsent(prefix, [stalled])).toEqual([true])
         expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
         expect((yield* Effect.flip(s.save(stalled)))._tag).toBe("CheckpointConflict")
+        // The same with a large document (staging SET + script in one pipeline), conditional: it lands whole, its staging key is gone.
+        proxy.stall()
+        const large = yield* mkLarge(e, 3, 300_000)
+        expect(yield* Effect.flip(s.save(large, { expect: { executionId: e, latestVersion: 2 } }))).toMatchObject({
+          _tag: "CheckpointStoreError",
+          operation: "save"
+        })
+        proxy.resume()
+        let landed = [false]
+        for (let tries = 0; tries < 100 && !landed[0]; tries++) {
+          yield* Effect.sleep(Duration.millis(20))
+          landed = yield* wholeOrAbsent(prefix, [large])
+        }
+        expect(landed).toEqual([true])
+        expect(view(yield* s.load(large.id))).toEqual(view(large))
+        expect(yield* stagingKeys(prefix)).toEqual([])
       })))
 
     it.live("through a proxy: a cut connection mid-batch leaves the batch all there or all absent; a server down fails fast and comes back", () =>
@@ -513,25 +839,37 @@ describe("RedisStore", () => {
           store
         )
         const e = yield* freshExecution()
-        const outcomes = new Set<string>()
-        for (let round = 0; round < 6; round++) {
-          const batch = yield* Effect.forEach(Array.from({ length: 200 }, (_, i) => round * 200 + i + 1), (v) =>
-            mk(e, v, { state: { blob: "y".repeat(5_000) } }))
-          const fiber = yield* Effect.fork(Effect.either(s.saveMany(batch)))
-          yield* Effect.sleep(Duration.millis([0, 2, 5, 15, 40, 80][round]!))
-          proxy.cut()
-          const result = yield* fiber.await.pipe(Effect.flatten)
-          if (Either.isLeft(result)) expect(result.left).toMatchObject({ _tag: "CheckpointStoreError", operation: "saveMany" })
-          const present = yield* wholeOrAbsent(prefix, batch)
-          expect(new Set(present).size, `round ${round}: all or nothing`).toBe(1)
-          if (Either.isRight(result)) expect(present[0]).toBe(true)
-          outcomes.add(`${result._tag}:${present[0]}`)
-          // The next operation reconnects.
-          yield* s.list(e, { limit: 1 })
+        // Cut in the middle of the staged batches: staging keys whose script never ran are left, and expire.
+        mayLeaveStaging.add(prefix)
+        // Batches of inline documents, then batches whose large documents are staged (SETs, then the script).
+        const shapes = [
+          { size: 200, blob: (_: number) => 5_000 },
+          { size: 40, blob: (i: number) => i % 2 === 0 ? 60_000 : 5_000 }
+        ]
+        let next = 1
+        for (const shape of shapes) {
+          const outcomes = new Set<string>()
+          for (let round = 0; round < 6; round++) {
+            const batch = yield* Effect.forEach(Array.from({ length: shape.size }, (_, i) => i), (i) =>
+              mk(e, next + i, { state: { blob: "y".repeat(shape.blob(i)) } }))
+            next += shape.size
+            const fiber = yield* Effect.fork(Effect.either(s.saveMany(batch)))
+            yield* Effect.sleep(Duration.millis([0, 2, 5, 15, 40, 120][round]!))
+            proxy.cut()
+            const result = yield* fiber.await.pipe(Effect.flatten)
+            if (Either.isLeft(result)) expect(result.left).toMatchObject({ _tag: "CheckpointStoreError", operation: "saveMany" })
+            const present = yield* wholeOrAbsent(prefix, batch)
+            expect(new Set(present).size, `round ${round}: all or nothing`).toBe(1)
+            if (Either.isRight(result)) expect(present[0]).toBe(true)
+            outcomes.add(`${result._tag}:${present[0]}`)
+            yield* stagingKeysExpire(prefix)
+            // The next operation reconnects.
+            yield* s.list(e, { limit: 1 })
+          }
+          // Cut before the batch was all sent, and after it landed (the last rounds wait long enough).
+          expect(outcomes.has("Left:false"), `batches of ${shape.size}`).toBe(true)
+          expect(outcomes.has("Right:true"), `batches of ${shape.size}`).toBe(true)
         }
-        // Cut before the batch was all sent, and after it landed (the last rounds wait long enough).
-        expect(outcomes.has("Left:false")).toBe(true)
-        expect(outcomes.has("Right:true")).toBe(true)
         // The server goes away: operations fail typed within seconds, naming the cause.
         yield* proxy.down()
         const started = Date.now()
@@ -594,6 +932,13 @@ describe("RedisStore", () => {
           if (r !== undefined && Either.isRight(r)) expect(present[i], `acknowledged v${run[i]!.version} survived`).toBe(true)
         })
         expect(listed.map((c) => c.version)).toEqual([1, 2, 3, ...run.filter((_, i) => present[i]).map((c) => c.version)])
+        // The 20 KB documents were staged: a staging key that survived the crash still expires (its expiry is in the AOF).
+        const staging = yield* Effect.promise(() => direct.keys("staging:*"))
+        for (const key of staging) {
+          const pttl = yield* Effect.promise(() => direct.pttl(key))
+          expect(pttl, key).toBeGreaterThan(0)
+          expect(pttl, key).toBeLessThanOrEqual(STAGING_TTL_MS)
+        }
         // The store loaded its scripts again (EVAL after NOSCRIPT) and goes on.
         yield* s.save(yield* mk(e, 10_000))
         yield* s.delete(run[0]!.id)
@@ -650,7 +995,9 @@ describe("RedisStore", () => {
           (c) => Effect.promise(() => c.quit())
         )
         const e = yield* freshExecution()
-        const cps = yield* Effect.forEach([1, 2, 3], (v) => mk(e, v))
+        // Large documents too: their staging keys are under keyPrefix + prefix like every other key.
+        const cps = [yield* mk(e, 1), yield* mkLarge(e, 2), yield* mkLarge(e, 3)]
+        const fourth = yield* mkLarge(e, 4)
         yield* Effect.gen(function*() {
           const s = yield* store
           yield* s.saveMany(cps)
@@ -658,11 +1005,17 @@ describe("RedisStore", () => {
           expect((yield* s.list(e)).map((c) => c.version)).toEqual([2, 3])
           expect(yield* s.prune(e, 1)).toBe(1)
           expect((yield* s.listExecutions()).map((x) => x.latestVersion)).toEqual([3])
+          yield* s.save(fourth, { expect: { executionId: e, latestVersion: 3 } })
+          const stale = yield* Effect.flip(s.save(yield* mkLarge(e, 5), { expect: { executionId: e, latestVersion: 3 } }))
+          expect(stale).toMatchObject({ _tag: "CheckpointConflict", actualLatestVersion: 4 })
+          expect(view(yield* s.load(fourth.id))).toEqual(view(fourth))
         }).pipe(Effect.provide(RedisStore.layerClient(client, { prefix: "inner:" })))
         expect(client.status).toBe("ready")
         // The store's keys are under keyPrefix + prefix, and the indexes agree with the documents.
         const k = keysOf(`${outer}inner:`)
-        expect(yield* scanPrefix(outer)).toEqual([k.checkpoint(cps[2]!.id), k.execution(e), k.executions].sort())
+        expect(yield* scanPrefix(outer)).toEqual(
+          [k.checkpoint(cps[2]!.id), k.checkpoint(fourth.id), k.execution(e), k.executions].sort()
+        )
         yield* cleanup(`${outer}inner:`)
       })))
 
