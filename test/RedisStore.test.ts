@@ -8,7 +8,7 @@
  * between its staging `SET` and its script, where they must expire.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Either, Fiber, Layer, Option, Redacted, Schedule } from "effect"
 import { Redis } from "ioredis"
 import { execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
@@ -758,16 +758,18 @@ describe("RedisStore", () => {
             let next = 5
             let stored = [1, 2, 3, 4]
             let failures = 0
-            for (let round = 0; round < 5 && failures === 0; round++) {
+            for (let round = 0; round < 10 && failures === 0; round++) {
               const run = yield* Effect.forEach(Array.from({ length: 60 }, (_, i) => next + i), (v) =>
                 mk(e, v, { state: { blob: "x".repeat(20_000), v } }))
               next += 60
               const fiber = yield* Effect.fork(
                 Effect.forEach(run, (cp) => Effect.either(s.save(cp)), { concurrency: 20 })
               )
-              yield* Effect.sleep(Duration.millis(5))
-              yield* killClient(name)
-              const results = yield* fiber.await.pipe(Effect.flatten)
+              // Kill the connection again and again while the saves run, so some are surely in flight.
+              const killer = yield* Effect.fork(
+                Effect.forever(Effect.zipRight(Effect.ignore(killClient(name)), Effect.sleep(Duration.millis(1))))
+              )
+              const results = yield* fiber.await.pipe(Effect.flatten, Effect.ensuring(Fiber.interrupt(killer)))
               for (const r of results) {
                 if (Either.isLeft(r)) {
                   expect(r.left).toMatchObject({ _tag: "CheckpointStoreError", backend: "redis", operation: "save" })
