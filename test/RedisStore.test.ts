@@ -151,8 +151,10 @@ const wholeOrAbsent = (prefix: string, cps: ReadonlyArray<Checkpoint.Checkpoint>
     const k = keysOf(prefix)
     const present: Array<boolean> = []
     for (const cp of cps) {
-      const doc = await admin.exists(k.checkpoint(cp.id))
-      const score = await admin.zscore(k.execution(cp.executionId), cp.id)
+      // Both in one MULTI: one snapshot, even while a late save is landing.
+      const replies = await admin.multi().exists(k.checkpoint(cp.id)).zscore(k.execution(cp.executionId), cp.id).exec()
+      const doc = replies?.[0]?.[1]
+      const score = replies?.[1]?.[1] as string | null | undefined
       expect(doc === 1, `checkpoint ${cp.version}: document and index agree`).toBe(score !== null)
       if (score !== null) expect(Number(score)).toBe(cp.version)
       present.push(doc === 1)
