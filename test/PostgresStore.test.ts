@@ -22,8 +22,7 @@ import {
   Redacted,
   Schema,
   type Scope,
-  String as Str,
-  Tracer
+  String as Str
 } from "effect"
 import { execFileSync } from "node:child_process"
 import * as net from "node:net"
@@ -32,6 +31,7 @@ import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
 import * as PostgresStore from "../src/layers/Postgres.js"
+import { recordStatements } from "./fixtures/sql-statements.js"
 import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
 
 const URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
@@ -116,37 +116,6 @@ const withStore = <A, E>(
 ) =>
   Effect.scoped(Effect.flatMap(scopedTable(), (tableName) =>
     body(tableName).pipe(Effect.provide(PostgresStore.layer({ url: URL, schema: SCHEMA, tableName, ...options })))))
-
-// -----------------------------------------------------------------------------
-// Statement spy: @effect/sql runs every statement in a "sql.execute" span
-// -----------------------------------------------------------------------------
-
-const recordStatements = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
-    const base = yield* Effect.tracer
-    const statements: Array<string> = []
-    const tracer = Tracer.make({
-      context: (f, fiber) => base.context(f, fiber),
-      span: (name, parent, context, links, startTime, kind, options) => {
-        const span = base.span(name, parent, context, links, startTime, kind, options)
-        if (name !== "sql.execute") return span
-        const record = { text: "" }
-        statements.push("")
-        const index = statements.length - 1
-        return new Proxy(span, {
-          get: (target, key) =>
-            key === "attribute"
-              ? (k: string, v: unknown) => {
-                if (k === "db.query.text") statements[index] = record.text = String(v)
-                return target.attribute(k, v)
-              }
-              : Reflect.get(target, key)
-        })
-      }
-    })
-    const result = yield* Effect.withTracer(effect, tracer)
-    return [result, statements] as const
-  })
 
 // -----------------------------------------------------------------------------
 // Fault injection: a TCP proxy in front of the server

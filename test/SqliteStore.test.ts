@@ -2,7 +2,7 @@ import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, String as Str, Tracer } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, String as Str } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -10,6 +10,7 @@ import * as path from "node:path"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as SqliteStore from "../src/layers/Sqlite.js"
+import { recordStatements } from "./fixtures/sql-statements.js"
 import { conformance, freshExecution, mk, StoreTestKit, view } from "./conformance.js"
 
 const store = CheckpointStore.CheckpointStore
@@ -137,32 +138,6 @@ const bothLayers: ReadonlyArray<
     Effect.provide(body, SqliteStore.layerClient().pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" }))))]
 ]
 
-/**
- * Runs `effect` and returns, with its result, the text of every statement it
- * ran through an `@effect/sql` client (each is one `sql.execute` span carrying
- * its `db.query.text`): the default tracer, observed.
- */
-const recordStatements = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
-    const base = yield* Effect.tracer
-    const statements: Array<string> = []
-    const tracer = Tracer.make({
-      context: (f, fiber) => base.context(f, fiber),
-      span: (name, parent, context, links, startTime, kind, options) => {
-        const span = base.span(name, parent, context, links, startTime, kind, options)
-        if (name === "sql.execute") {
-          const attribute = span.attribute.bind(span)
-          ;(span as { attribute: Tracer.Span["attribute"] }).attribute = (key, value) => {
-            if (key === "db.query.text") statements.push(String(value))
-            attribute(key, value)
-          }
-        }
-        return span
-      }
-    })
-    const result = yield* Effect.either(Effect.withTracer(effect, tracer))
-    return { result, statements }
-  })
 
 /** What a chain writer (the conditional-save race) records in each checkpoint it appends. */
 interface ChainLink {
@@ -759,7 +734,7 @@ describe("SqliteStore", () => {
         ]
         const texts: Array<string> = []
         for (const [what, effect] of cases) {
-          const { result, statements } = yield* recordStatements(effect)
+          const [result, statements] = yield* recordStatements(Effect.either(effect))
           expect(Either.isRight(result), what).toBe(true)
           expect(statements.length, what).toBe(1)
           expect(statements[0], what).toMatch(/^INSERT INTO "checkpoints"/)
@@ -775,7 +750,7 @@ describe("SqliteStore", () => {
         expect(single).toContain("Once")
         expect(single).not.toContain("OpenEphemeral")
         // A failed expectation: the refused INSERT, then one read for the version to report. No transaction, nothing else.
-        const { result, statements } = yield* recordStatements(Effect.flatMap(mk(e, 506), (cp) => s.save(cp, expectOn(3))))
+        const [result, statements] = yield* recordStatements(Effect.either(Effect.flatMap(mk(e, 506), (cp) => s.save(cp, expectOn(3)))))
         expect(Either.flip(result)).toEqual(
           Either.right(expect.objectContaining({ expectedLatestVersion: 3, actualLatestVersion: 505 }))
         )
