@@ -898,7 +898,7 @@ const layoutProblems = (sql: SqlClient.SqlClient, table: string) =>
  * import { Layer, Redacted } from "effect"
  * import { PostgresStore } from "effect-checkpoint/postgres"
  *
- * const Pg = PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL!) })
+ * const Pg = PgClient.layer({ url: Redacted.make("postgres://app:secret@db:5432/app") })
  * const Store = PostgresStore.layerClient({ tableName: "checkpoints" })
  * const AppLayer = Layer.merge(Pg, Store.pipe(Layer.provide(Pg)))  // one pool for both
  * ```

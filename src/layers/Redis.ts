@@ -975,7 +975,7 @@ export const layer = (
  * import { Redis } from "ioredis"
  * import { RedisStore } from "effect-checkpoint/redis"
  *
- * const redis = new Redis(process.env.REDIS_URL!, { maxRetriesPerRequest: 1, commandTimeout: 5000 })
+ * const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 1, commandTimeout: 5000 })
  * const StoreLive = RedisStore.layerClient(redis, { prefix: "myapp:" })
  * ```
  *
