@@ -213,6 +213,28 @@ const eventually = (check: Effect.Effect<boolean>) =>
     return yield* Effect.dieMessage("condition never held")
   })
 
+/**
+ * Holds an ACCESS EXCLUSIVE lock on a test table (from the admin pool, in a
+ * transaction that never ends) until the fiber is interrupted or the scope
+ * closes; returns once the lock is granted.
+ */
+const lockTable = (table: string) =>
+  Effect.gen(function*() {
+    const holder = yield* Effect.forkScoped(
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql.withTransaction(
+          Effect.zipRight(sql.unsafe(`LOCK TABLE "${SCHEMA}"."${table}" IN ACCESS EXCLUSIVE MODE`), Effect.never)
+        )).pipe(Effect.provide(admin))
+    )
+    yield* eventually(Effect.map(
+      query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass($1) AND granted`, [
+        `"${SCHEMA}"."${table}"`
+      ]),
+      (r) => r[0]!.n > 0
+    ))
+    return holder
+  })
+
 // -----------------------------------------------------------------------------
 
 describe("PostgresStore", () => {
@@ -917,18 +939,7 @@ describe("PostgresStore", () => {
             const e = yield* freshExecution()
             yield* s.save(yield* mk(e, 1))
             // Hold a lock so the next save waits inside the server, then terminate the backend running it.
-            const locked = yield* Effect.forkScoped(
-              Effect.flatMap(SqlClient.SqlClient, (sql) =>
-                sql.withTransaction(
-                  Effect.zipRight(sql.unsafe(`LOCK TABLE "${SCHEMA}"."${table}" IN ACCESS EXCLUSIVE MODE`), Effect.never)
-                )).pipe(Effect.provide(admin))
-            )
-            yield* eventually(Effect.map(
-              query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass($1) AND granted`, [
-                `"${SCHEMA}"."${table}"`
-              ]),
-              (r) => r[0]!.n > 0
-            ))
+            const locked = yield* lockTable(table)
             const save = yield* Effect.fork(Effect.flatMap(mk(e, 2), s.save))
             yield* eventually(Effect.map(backendsOf(applicationName), (rows) => rows.some((r) => r.wait_event_type === "Lock")))
             const killed = (yield* backendsOf(applicationName)).map((r) => r.pid)
@@ -959,18 +970,7 @@ describe("PostgresStore", () => {
           Effect.gen(function*() {
             const s = yield* store
             const e = yield* freshExecution()
-            yield* Effect.forkScoped(
-              Effect.flatMap(SqlClient.SqlClient, (sql) =>
-                sql.withTransaction(
-                  Effect.zipRight(sql.unsafe(`LOCK TABLE "${SCHEMA}"."${table}" IN ACCESS EXCLUSIVE MODE`), Effect.never)
-                )).pipe(Effect.provide(admin))
-            )
-            yield* eventually(Effect.map(
-              query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass($1) AND granted`, [
-                `"${SCHEMA}"."${table}"`
-              ]),
-              (r) => r[0]!.n > 0
-            ))
+            yield* lockTable(table)
             const error = yield* Effect.flip(Effect.flatMap(mk(e, 1), s.save))
             expect(error).toMatchObject({ _tag: "CheckpointStoreError", backend: "postgres", operation: "save" })
             expect(error.message).toContain("statement timeout")
