@@ -1133,9 +1133,7 @@ export const compileCheckpointable = <S, I, E, R>(
 
     const resumeFromCheckpoint = (id: string, runOptions?: RunOptions): Effect.Effect<S, E | RunError | CheckpointNotFound, R> =>
       Effect.gen(function*() {
-        const idError = checkId("CheckpointId", id)
-        if (idError !== undefined) return yield* idError
-        const from = yield* store.load(id as Checkpoint.CheckpointId)
+        const from = yield* Effect.flatMap(Checkpoint.makeCheckpointId(id), store.load)
         const { state } = yield* typed(from)
         if (from.next.length === 0) return state
         const start = yield* startOf(from)
@@ -1207,10 +1205,7 @@ export const compileCheckpointable = <S, I, E, R>(
       invoke,
       invokeWithConfig: invoke,
       saveCheckpoint,
-      loadCheckpoint: (id) => {
-        const error = checkId("CheckpointId", id)
-        return error === undefined ? Effect.flatMap(store.load(id as Checkpoint.CheckpointId), typed) : Effect.fail(error)
-      },
+      loadCheckpoint: (id) => Effect.flatMap(Effect.flatMap(Checkpoint.makeCheckpointId(id), store.load), typed),
       listCheckpoints: (executionId, listOptions) =>
         Effect.flatMap(executionIdOf(executionId), (e) =>
           Effect.flatMap(store.list(e, listOptions), (cps) => Effect.forEach(cps, typed))),
