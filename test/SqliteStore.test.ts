@@ -378,6 +378,59 @@ describe("SqliteStore", () => {
       })))
   })
 
+  describe("text SQLite holds", () => {
+    for (const [name, run] of bothLayers) {
+      it.live(`${name}: a nodeName with an unpaired surrogate fails with CheckpointEncodeError naming it, and nothing is written`, () =>
+        run(Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          for (const nodeName of ["node\ud800", "\udc00node", "a\udbff\udbffb", "\ud800\udc00\udc00"]) {
+            const bad = yield* mk(e, 1, { nodeName })
+            const error = yield* Effect.flip(s.save(bad))
+            expect(error, JSON.stringify(nodeName)).toMatchObject({ _tag: "CheckpointEncodeError", id: bad.id })
+            expect(error.message).toContain("nodeName contains an unpaired surrogate")
+            expect(error.message).toContain("SQLite")
+            expect((yield* Effect.flip(s.save(bad, { expect: { executionId: e, latestVersion: 0 } }))))
+              .toMatchObject({ _tag: "CheckpointEncodeError", id: bad.id })
+            // In a batch (one statement of VALUES, or of JSON past 500), the whole batch is refused, naming the bad one.
+            for (const size of [1, 3, 600]) {
+              const batch = yield* Effect.forEach(Array.from({ length: size }, (_, i) => i + 1), (v) => mk(e, v))
+              const at = Math.floor(size / 2)
+              batch[at] = yield* mk(e, at + 1, { nodeName })
+              const inBatch = yield* Effect.flip(s.saveMany(batch))
+              expect(inBatch, `batch of ${size}`).toMatchObject({ _tag: "CheckpointEncodeError", id: batch[at]!.id })
+              expect(inBatch.message).toContain("nodeName contains an unpaired surrogate")
+            }
+          }
+          expect(yield* s.list(e)).toEqual([])
+          expect(yield* s.listExecutions()).toEqual([])
+        })))
+
+      it.live(`${name}: unpaired surrogates in state, metadata and next, emoji and NUL anywhere, round-trip exactly`, () =>
+        run(Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const odd = {
+            nodeName: "🚀 a\u0000b",
+            state: { lone: "x\ud800", low: "\udc00y", ["k\udbff"]: ["\ud83d", "😀", "\u0000", "\u2028"] },
+            metadata: { note: "m\udfff" },
+            next: ["n\ud800", "🚀"]
+          }
+          const one = yield* mk(e, 1, odd)
+          yield* s.save(one)
+          expect(view(yield* s.load(one.id))).toEqual(view(one))
+          // Both batch forms: multi-row VALUES, and one JSON parameter past 500 rows.
+          for (const size of [2, 501]) {
+            const x = yield* freshExecution(`batch${size}`)
+            const batch = yield* Effect.forEach(Array.from({ length: size }, (_, i) => i + 1), (v) => mk(x, v, odd))
+            yield* s.saveMany(batch)
+            expect((yield* s.list(x)).map(view), `batch of ${size}`).toEqual(batch.map(view))
+          }
+          expect((yield* s.listExecutions()).find((x) => x.executionId === e)).toMatchObject({ latestCheckpointId: one.id })
+        })))
+    }
+  })
+
   describe("conflicts and batches", () => {
     it.live("a duplicate id or (executionId, version) is CheckpointConflict naming the incoming (or the colliding batch) checkpoint", () =>
       withFileStore(() =>

@@ -54,6 +54,7 @@ import * as Checkpoint from "../Checkpoint.js"
 import {
   CheckpointConflict,
   CheckpointDecodeError,
+  CheckpointEncodeError,
   type CheckpointStoreError,
   type InvalidIdentifier
 } from "../CheckpointError.js"
@@ -313,6 +314,37 @@ const decodeSummary = (row: Row): Effect.Effect<CheckpointStore.ExecutionSummary
   )
 }
 
+/** Any surrogate: the cheap test that lets almost every `nodeName` skip the loop below. */
+const SURROGATE = /[\ud800-\udfff]/
+
+/** `true` when `s` has a surrogate without its other half (UTF-8, so SQLite TEXT, has no way to hold one). */
+const hasLoneSurrogate = (s: string): boolean => {
+  if (!SURROGATE.test(s)) return false
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0xd800 || c > 0xdfff) continue
+    if (c > 0xdbff) return true
+    // Past the end, charCodeAt is NaN: a high surrogate at the end is unpaired too.
+    const d = s.charCodeAt(i + 1)
+    if (!(d >= 0xdc00 && d <= 0xdfff)) return true
+    i++
+  }
+  return false
+}
+
+/**
+ * `nodeName` is the one column bound as a string as it is (ids are checked,
+ * `state`/`metadata`/`next` are `JSON.stringify` text, which escapes an
+ * unpaired surrogate): one that SQLite would read back as U+FFFD is refused.
+ */
+const unstorable = (cp: Checkpoint.Checkpoint): CheckpointEncodeError | undefined =>
+  hasLoneSurrogate(cp.nodeName)
+    ? new CheckpointEncodeError({
+      id: cp.id,
+      message: "nodeName contains an unpaired surrogate, which SQLite cannot store (its TEXT is UTF-8: it would read back as U+FFFD)"
+    })
+    : undefined
+
 const paramsOf = (e: Checkpoint.Encoded): ReadonlyArray<unknown> => {
   const cp = e.checkpoint
   return [cp.id, cp.executionId, cp.nodeName, e.state, e.metadata, e.timestamp, cp.version, e.next, cp.parentId ?? null]
@@ -521,9 +553,17 @@ const makeStore = (db: Db, table: string): Effect.Effect<CheckpointStore.Service
     const saveManyOfOne = insertOne("saveMany")
 
     return CheckpointStore.make({
-      insertOne: saveOne,
-      insert: (batch, expect) =>
-        Effect.asVoid(batch.length === 1 ? saveManyOfOne(batch[0]!, expect) : insertBatch(batch, expect)),
+      insertOne: (e, expect) => {
+        const problem = unstorable(e.checkpoint)
+        return problem === undefined ? saveOne(e, expect) : Effect.fail(problem)
+      },
+      insert: (batch, expect) => {
+        for (const e of batch) {
+          const problem = unstorable(e.checkpoint)
+          if (problem !== undefined) return Effect.fail(problem)
+        }
+        return Effect.asVoid(batch.length === 1 ? saveManyOfOne(batch[0]!, expect) : insertBatch(batch, expect))
+      },
       load: (id) =>
         Effect.flatMap(all("load", q.load, [id]), (rows) =>
           rows.length === 0 ? Effect.succeedNone : Effect.asSome(decodeRow(rows[0]!, id))),
