@@ -92,6 +92,10 @@ export interface ClientOptions {
    * `[A-Za-z_][A-Za-z0-9_]{0,62}`, not starting with `sqlite_` (SQLite's own)
    * and not `effect_checkpoint_migrations`. Anything else fails the layer with
    * `InvalidIdentifier`. Several tables (several stores) may share one file.
+   * SQLite names ignore case, so a name that differs only in case from a table
+   * or view already in the database (`Runs` when `runs` exists), or from a
+   * checkpoint table recorded in `effect_checkpoint_migrations`, also fails
+   * with `InvalidIdentifier`, naming that table: it would be the same table.
    */
   readonly tableName?: string | undefined
 }
@@ -432,8 +436,39 @@ const statementsFor = (table: string) => {
   }
 }
 
-/** Creates or migrates the table (idempotent, safe to run from several processes at once) and checks its shape. */
-const initSchema = (db: Db, table: string): Effect.Effect<void, CheckpointStoreError> =>
+/**
+ * A table, view or recorded checkpoint table whose name differs from `table`
+ * only in case. SQLite matches names without regard to (ASCII) case, so it
+ * would be the same table: `clear` on one would delete the other's executions.
+ */
+const caseTwin = (db: Db, table: string): Effect.Effect<InvalidIdentifier | undefined, SqlError> =>
+  Effect.map(
+    db.all(
+      `SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE AND name <> ? ` +
+        `UNION ALL SELECT 'recorded', table_name FROM ${migrationsTable} WHERE table_name = ? COLLATE NOCASE AND table_name <> ?`,
+      [table, table, table, table]
+    ),
+    (rows) => {
+      const twin = rows.find((r) => r.type !== "recorded") ?? rows[0]
+      if (twin === undefined) return undefined
+      const name = JSON.stringify(String(twin.name))
+      const where = twin.type === "recorded"
+        ? `the checkpoint table ${name} recorded in ${migrationsTable}`
+        : `the ${String(twin.type)} ${name} already in this database`
+      return invalid(
+        "tableName",
+        table,
+        `differs only in case from ${where}; SQLite table names ignore case, so both would be one table`
+      )
+    }
+  )
+
+/**
+ * Creates or migrates the table (idempotent, safe to run from several
+ * processes at once) and checks its shape. A name that differs only in case
+ * from a table already there fails with `InvalidIdentifier`, nothing changed.
+ */
+const initSchema = (db: Db, table: string): Effect.Effect<void, CheckpointStoreError | InvalidIdentifier> =>
   Effect.gen(function*() {
     const quoted = `"${table}"`
     yield* db.all(
@@ -447,6 +482,9 @@ const initSchema = (db: Db, table: string): Effect.Effect<void, CheckpointStoreE
           `ON CONFLICT (table_name) DO NOTHING`,
         [table]
       )
+      // Under the write lock, so two processes cannot create "Runs" and "runs" at once; failing rolls back the insert.
+      const twin = yield* caseTwin(db, table)
+      if (twin !== undefined) return yield* Effect.fail(twin)
       const rows = yield* db.all(`SELECT version FROM ${migrationsTable} WHERE table_name = ?`, [table])
       const current = Number(numberOf(rows[0]?.version ?? 0))
       if (current > schemaVersion) {
@@ -490,7 +528,10 @@ const checkTable = (tableName: string): Effect.Effect<string, InvalidIdentifier>
 }
 
 /** The store on `db`, after its schema is in place. */
-const makeStore = (db: Db, table: string): Effect.Effect<CheckpointStore.Service, CheckpointStoreError> =>
+const makeStore = (
+  db: Db,
+  table: string
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> =>
   Effect.map(initSchema(db, table), () => {
     const q = statementsFor(table)
     const all = (operation: string, sql: string, params: ReadonlyArray<unknown>) =>
@@ -614,7 +655,8 @@ export const make = (
  * `SqliteClient.layer({ filename })` from `@effect/sql-sqlite-node`), so the
  * store shares your connection and your transactions. The client stays yours:
  * the layer does not close it. Fails with `InvalidIdentifier` for a bad
- * `tableName` and `CheckpointStoreError` when the schema cannot be created.
+ * `tableName` (or one that differs only in case from a table already in the
+ * database) and `CheckpointStoreError` when the schema cannot be created.
  *
  * @example
  * ```ts
@@ -695,8 +737,10 @@ const openOwn = (options: Options, table: string) =>
  * transaction open while another one waits blocks the event loop it needs.
  *
  * Fails with `InvalidIdentifier` for a bad `tableName` (checked before the
- * file is touched) and `CheckpointStoreError` (operation `"open"`) when the
- * file cannot be opened or the schema created.
+ * file is touched) or one that differs only in case from a table already in
+ * the file (checked under the write lock, nothing changed), and
+ * `CheckpointStoreError` (operation `"open"`) when the file cannot be opened
+ * or the schema created.
  *
  * @example
  * ```ts
