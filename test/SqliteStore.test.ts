@@ -376,6 +376,151 @@ describe("SqliteStore", () => {
           expect(listed.map((c) => c.version), tableName).toEqual([2, 3])
         }
       })))
+
+    /** The rows of `effect_checkpoint_migrations`, by name. */
+    const recorded = (sql: SqlClient.SqlClient) =>
+      Effect.map(
+        sql.unsafe<{ table_name: string }>(`SELECT table_name FROM ${SqliteStore.migrationsTable} ORDER BY table_name`),
+        (rows) => rows.map((r) => r.table_name)
+      )
+
+    for (const [first, second] of [["Runs", "runs"], ["runs", "Runs"]] as const) {
+      it.live(`layer: "${second}" after "${first}" (names SQLite takes as one table) fails the build with InvalidIdentifier naming "${first}"`, () =>
+        Effect.scoped(Effect.gen(function*() {
+          const filename = yield* tempFile
+          const e = yield* freshExecution()
+          const cp = yield* mk(e, 1)
+          yield* Effect.flatMap(store, (s) => s.save(cp)).pipe(Effect.provide(SqliteStore.layer({ filename, tableName: first })))
+          const error = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename, tableName: second })))
+          expect(error).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName", value: second })
+          expect(error.message).toContain(`"${first}"`)
+          expect(error.message).toContain("case")
+          // Nothing recorded for the refused name; the first table and its rows are untouched.
+          expect(yield* withSql(filename, recorded)).toEqual([first])
+          const listed = yield* Effect.flatMap(store, (s) => s.list(e)).pipe(
+            Effect.provide(SqliteStore.layer({ filename, tableName: first }))
+          )
+          expect(listed.map(view)).toEqual([view(cp)])
+          // Refused every time, not only on the first attempt.
+          expect(yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename, tableName: second })))).toMatchObject({
+            _tag: "InvalidIdentifier",
+            kind: "tableName"
+          })
+        })))
+
+      it.live(`layerClient: "${second}" after "${first}" fails the build with InvalidIdentifier naming "${first}"`, () =>
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const e = yield* freshExecution()
+          const cp = yield* mk(e, 1)
+          yield* Effect.flatMap(store, (s) => s.save(cp)).pipe(Effect.provide(SqliteStore.layerClient({ tableName: first })))
+          const error = yield* Effect.flip(Effect.provide(store, SqliteStore.layerClient({ tableName: second })))
+          expect(error).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName", value: second })
+          expect(error.message).toContain(`"${first}"`)
+          expect(yield* recorded(sql)).toEqual([first])
+          // A `clear` through the refused name can never reach the first table's executions.
+          const listed = yield* Effect.flatMap(store, (s) => s.list(e)).pipe(
+            Effect.provide(SqliteStore.layerClient({ tableName: first }))
+          )
+          expect(listed.map(view)).toEqual([view(cp)])
+        }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" }))))
+    }
+
+    it.live("a table of the app's whose name differs only in case, or a recorded one whose table is gone, is refused too", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* withSql(filename, (sql) => sql.unsafe("CREATE TABLE Checkpoints (id INTEGER PRIMARY KEY, body TEXT)"))
+        const foreign = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename })))
+        expect(foreign).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName", value: "checkpoints" })
+        expect(foreign.message).toContain("\"Checkpoints\"")
+        // A view shares the tables' names.
+        yield* withSql(filename, (sql) => sql.unsafe("CREATE VIEW Recent AS SELECT 1 AS x"))
+        const view_ = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename, tableName: "RECENT" })))
+        expect(view_).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName", value: "RECENT" })
+        expect(view_.message).toContain("\"Recent\"")
+        // Recorded as "Old", dropped by hand: "old" is still refused (building "Old" would take "old" for its own).
+        yield* Effect.provide(store, SqliteStore.layer({ filename, tableName: "Old" }))
+        yield* withSql(filename, (sql) => sql.unsafe("DROP TABLE \"Old\""))
+        const recordedOnly = yield* Effect.flip(Effect.provide(store, SqliteStore.layer({ filename, tableName: "old" })))
+        expect(recordedOnly).toMatchObject({ _tag: "InvalidIdentifier", kind: "tableName", value: "old" })
+        expect(recordedOnly.message).toContain("\"Old\"")
+        expect(recordedOnly.message).toContain(SqliteStore.migrationsTable)
+        expect(yield* withSql(filename, recorded)).toEqual(["Old"])
+      })))
+
+    it.live("the same name twice is one table, as it should be: two layers at once share it", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const e = yield* freshExecution()
+        const a = Context.get(yield* Layer.build(SqliteStore.layer({ filename, tableName: "Runs" })), store)
+        const b = Context.get(yield* Layer.build(SqliteStore.layer({ filename, tableName: "Runs" })), store)
+        const cps = yield* Effect.forEach([1, 2], (v) => mk(e, v))
+        yield* a.save(cps[0]!)
+        yield* b.save(cps[1]!)
+        expect((yield* a.list(e)).map(view)).toEqual(cps.map(view))
+        expect((yield* b.list(e)).map(view)).toEqual(cps.map(view))
+        const viaClient = yield* Effect.gen(function*() {
+          const c = Context.get(yield* Layer.build(SqliteStore.layerClient({ tableName: "Runs" })), store)
+          const d = Context.get(yield* Layer.build(SqliteStore.layerClient({ tableName: "Runs" })), store)
+          yield* c.save(cps[0]!)
+          return yield* d.list(e)
+        }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" })))
+        expect(viaClient.map(view)).toEqual([view(cps[0]!)])
+        expect(yield* withSql(filename, recorded)).toEqual(["Runs"])
+      })))
+  })
+
+  describe("text SQLite holds", () => {
+    for (const [name, run] of bothLayers) {
+      it.live(`${name}: a nodeName with an unpaired surrogate fails with CheckpointEncodeError naming it, and nothing is written`, () =>
+        run(Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          for (const nodeName of ["node\ud800", "\udc00node", "a\udbff\udbffb", "\ud800\udc00\udc00"]) {
+            const bad = yield* mk(e, 1, { nodeName })
+            const error = yield* Effect.flip(s.save(bad))
+            expect(error, JSON.stringify(nodeName)).toMatchObject({ _tag: "CheckpointEncodeError", id: bad.id })
+            expect(error.message).toContain("nodeName contains an unpaired surrogate")
+            expect(error.message).toContain("SQLite")
+            expect((yield* Effect.flip(s.save(bad, { expect: { executionId: e, latestVersion: 0 } }))))
+              .toMatchObject({ _tag: "CheckpointEncodeError", id: bad.id })
+            // In a batch (one statement of VALUES, or of JSON past 500), the whole batch is refused, naming the bad one.
+            for (const size of [1, 3, 600]) {
+              const batch = yield* Effect.forEach(Array.from({ length: size }, (_, i) => i + 1), (v) => mk(e, v))
+              const at = Math.floor(size / 2)
+              batch[at] = yield* mk(e, at + 1, { nodeName })
+              const inBatch = yield* Effect.flip(s.saveMany(batch))
+              expect(inBatch, `batch of ${size}`).toMatchObject({ _tag: "CheckpointEncodeError", id: batch[at]!.id })
+              expect(inBatch.message).toContain("nodeName contains an unpaired surrogate")
+            }
+          }
+          expect(yield* s.list(e)).toEqual([])
+          expect(yield* s.listExecutions()).toEqual([])
+        })))
+
+      it.live(`${name}: unpaired surrogates in state, metadata and next, emoji and NUL anywhere, round-trip exactly`, () =>
+        run(Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const odd = {
+            nodeName: "🚀 a\u0000b",
+            state: { lone: "x\ud800", low: "\udc00y", ["k\udbff"]: ["\ud83d", "😀", "\u0000", "\u2028"] },
+            metadata: { note: "m\udfff" },
+            next: ["n\ud800", "🚀"]
+          }
+          const one = yield* mk(e, 1, odd)
+          yield* s.save(one)
+          expect(view(yield* s.load(one.id))).toEqual(view(one))
+          // Both batch forms: multi-row VALUES, and one JSON parameter past 500 rows.
+          for (const size of [2, 501]) {
+            const x = yield* freshExecution(`batch${size}`)
+            const batch = yield* Effect.forEach(Array.from({ length: size }, (_, i) => i + 1), (v) => mk(x, v, odd))
+            yield* s.saveMany(batch)
+            expect((yield* s.list(x)).map(view), `batch of ${size}`).toEqual(batch.map(view))
+          }
+          expect((yield* s.listExecutions()).find((x) => x.executionId === e)).toMatchObject({ latestCheckpointId: one.id })
+        })))
+    }
   })
 
   describe("conflicts and batches", () => {

@@ -54,6 +54,7 @@ import * as Checkpoint from "../Checkpoint.js"
 import {
   CheckpointConflict,
   CheckpointDecodeError,
+  CheckpointEncodeError,
   type CheckpointStoreError,
   type InvalidIdentifier
 } from "../CheckpointError.js"
@@ -91,6 +92,10 @@ export interface ClientOptions {
    * `[A-Za-z_][A-Za-z0-9_]{0,62}`, not starting with `sqlite_` (SQLite's own)
    * and not `effect_checkpoint_migrations`. Anything else fails the layer with
    * `InvalidIdentifier`. Several tables (several stores) may share one file.
+   * SQLite names ignore case, so a name that differs only in case from a table
+   * or view already in the database (`Runs` when `runs` exists), or from a
+   * checkpoint table recorded in `effect_checkpoint_migrations`, also fails
+   * with `InvalidIdentifier`, naming that table: it would be the same table.
    */
   readonly tableName?: string | undefined
 }
@@ -313,6 +318,37 @@ const decodeSummary = (row: Row): Effect.Effect<CheckpointStore.ExecutionSummary
   )
 }
 
+/** Any surrogate: the cheap test that lets almost every `nodeName` skip the loop below. */
+const SURROGATE = /[\ud800-\udfff]/
+
+/** `true` when `s` has a surrogate without its other half (UTF-8, so SQLite TEXT, has no way to hold one). */
+const hasLoneSurrogate = (s: string): boolean => {
+  if (!SURROGATE.test(s)) return false
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0xd800 || c > 0xdfff) continue
+    if (c > 0xdbff) return true
+    // Past the end, charCodeAt is NaN: a high surrogate at the end is unpaired too.
+    const d = s.charCodeAt(i + 1)
+    if (!(d >= 0xdc00 && d <= 0xdfff)) return true
+    i++
+  }
+  return false
+}
+
+/**
+ * `nodeName` is the one column bound as a string as it is (ids are checked,
+ * `state`/`metadata`/`next` are `JSON.stringify` text, which escapes an
+ * unpaired surrogate): one that SQLite would read back as U+FFFD is refused.
+ */
+const unstorable = (cp: Checkpoint.Checkpoint): CheckpointEncodeError | undefined =>
+  hasLoneSurrogate(cp.nodeName)
+    ? new CheckpointEncodeError({
+      id: cp.id,
+      message: "nodeName contains an unpaired surrogate, which SQLite cannot store (its TEXT is UTF-8: it would read back as U+FFFD)"
+    })
+    : undefined
+
 const paramsOf = (e: Checkpoint.Encoded): ReadonlyArray<unknown> => {
   const cp = e.checkpoint
   return [cp.id, cp.executionId, cp.nodeName, e.state, e.metadata, e.timestamp, cp.version, e.next, cp.parentId ?? null]
@@ -400,8 +436,39 @@ const statementsFor = (table: string) => {
   }
 }
 
-/** Creates or migrates the table (idempotent, safe to run from several processes at once) and checks its shape. */
-const initSchema = (db: Db, table: string): Effect.Effect<void, CheckpointStoreError> =>
+/**
+ * A table, view or recorded checkpoint table whose name differs from `table`
+ * only in case. SQLite matches names without regard to (ASCII) case, so it
+ * would be the same table: `clear` on one would delete the other's executions.
+ */
+const caseTwin = (db: Db, table: string): Effect.Effect<InvalidIdentifier | undefined, SqlError> =>
+  Effect.map(
+    db.all(
+      `SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name = ? COLLATE NOCASE AND name <> ? ` +
+        `UNION ALL SELECT 'recorded', table_name FROM ${migrationsTable} WHERE table_name = ? COLLATE NOCASE AND table_name <> ?`,
+      [table, table, table, table]
+    ),
+    (rows) => {
+      const twin = rows.find((r) => r.type !== "recorded") ?? rows[0]
+      if (twin === undefined) return undefined
+      const name = JSON.stringify(String(twin.name))
+      const where = twin.type === "recorded"
+        ? `the checkpoint table ${name} recorded in ${migrationsTable}`
+        : `the ${String(twin.type)} ${name} already in this database`
+      return invalid(
+        "tableName",
+        table,
+        `differs only in case from ${where}; SQLite table names ignore case, so both would be one table`
+      )
+    }
+  )
+
+/**
+ * Creates or migrates the table (idempotent, safe to run from several
+ * processes at once) and checks its shape. A name that differs only in case
+ * from a table already there fails with `InvalidIdentifier`, nothing changed.
+ */
+const initSchema = (db: Db, table: string): Effect.Effect<void, CheckpointStoreError | InvalidIdentifier> =>
   Effect.gen(function*() {
     const quoted = `"${table}"`
     yield* db.all(
@@ -415,6 +482,9 @@ const initSchema = (db: Db, table: string): Effect.Effect<void, CheckpointStoreE
           `ON CONFLICT (table_name) DO NOTHING`,
         [table]
       )
+      // Under the write lock, so two processes cannot create "Runs" and "runs" at once; failing rolls back the insert.
+      const twin = yield* caseTwin(db, table)
+      if (twin !== undefined) return yield* Effect.fail(twin)
       const rows = yield* db.all(`SELECT version FROM ${migrationsTable} WHERE table_name = ?`, [table])
       const current = Number(numberOf(rows[0]?.version ?? 0))
       if (current > schemaVersion) {
@@ -458,7 +528,10 @@ const checkTable = (tableName: string): Effect.Effect<string, InvalidIdentifier>
 }
 
 /** The store on `db`, after its schema is in place. */
-const makeStore = (db: Db, table: string): Effect.Effect<CheckpointStore.Service, CheckpointStoreError> =>
+const makeStore = (
+  db: Db,
+  table: string
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> =>
   Effect.map(initSchema(db, table), () => {
     const q = statementsFor(table)
     const all = (operation: string, sql: string, params: ReadonlyArray<unknown>) =>
@@ -521,9 +594,17 @@ const makeStore = (db: Db, table: string): Effect.Effect<CheckpointStore.Service
     const saveManyOfOne = insertOne("saveMany")
 
     return CheckpointStore.make({
-      insertOne: saveOne,
-      insert: (batch, expect) =>
-        Effect.asVoid(batch.length === 1 ? saveManyOfOne(batch[0]!, expect) : insertBatch(batch, expect)),
+      insertOne: (e, expect) => {
+        const problem = unstorable(e.checkpoint)
+        return problem === undefined ? saveOne(e, expect) : Effect.fail(problem)
+      },
+      insert: (batch, expect) => {
+        for (const e of batch) {
+          const problem = unstorable(e.checkpoint)
+          if (problem !== undefined) return Effect.fail(problem)
+        }
+        return Effect.asVoid(batch.length === 1 ? saveManyOfOne(batch[0]!, expect) : insertBatch(batch, expect))
+      },
       load: (id) =>
         Effect.flatMap(all("load", q.load, [id]), (rows) =>
           rows.length === 0 ? Effect.succeedNone : Effect.asSome(decodeRow(rows[0]!, id))),
@@ -574,7 +655,8 @@ export const make = (
  * `SqliteClient.layer({ filename })` from `@effect/sql-sqlite-node`), so the
  * store shares your connection and your transactions. The client stays yours:
  * the layer does not close it. Fails with `InvalidIdentifier` for a bad
- * `tableName` and `CheckpointStoreError` when the schema cannot be created.
+ * `tableName` (or one that differs only in case from a table already in the
+ * database) and `CheckpointStoreError` when the schema cannot be created.
  *
  * @example
  * ```ts
@@ -655,8 +737,10 @@ const openOwn = (options: Options, table: string) =>
  * transaction open while another one waits blocks the event loop it needs.
  *
  * Fails with `InvalidIdentifier` for a bad `tableName` (checked before the
- * file is touched) and `CheckpointStoreError` (operation `"open"`) when the
- * file cannot be opened or the schema created.
+ * file is touched) or one that differs only in case from a table already in
+ * the file (checked under the write lock, nothing changed), and
+ * `CheckpointStoreError` (operation `"open"`) when the file cannot be opened
+ * or the schema created.
  *
  * @example
  * ```ts
