@@ -23,7 +23,11 @@ export const IdentifierKind = Schema.Literal(
   "ExecutionId",
   "tableName",
   "schemaName",
-  "prefix"
+  "prefix",
+  "TaskId",
+  "WriteKey",
+  "owner",
+  "cursor"
 )
 
 /**
@@ -47,33 +51,116 @@ export class CheckpointNotFound extends Schema.TaggedError<CheckpointNotFound>()
 }
 
 /**
- * A checkpoint could not be saved because the store already holds one with the
- * same `(executionId, version)` or the same `id`. Nothing was written, and the
- * checkpoint already stored is unchanged.
+ * Why a write was refused by {@link CheckpointConflict}:
  *
- * The fields describe the incoming checkpoint.
+ * - `"IdTaken"`: a checkpoint with this `id` exists (in any execution);
+ * - `"VersionTaken"`: the execution already has a checkpoint with this `version`;
+ * - `"ExpectationFailed"`: a conditional write (`expect`) found the execution
+ *   elsewhere than expected (another writer moved it, or it was cleared);
+ * - `"WriteTaken"`: the task already saved a write under this key
+ *   (`saveWrites`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const ConflictReason = Schema.Literal("IdTaken", "VersionTaken", "ExpectationFailed", "WriteTaken")
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type ConflictReason = typeof ConflictReason.Type
+
+/**
+ * A write was refused because it collides with what the store holds (see
+ * {@link ConflictReason}). Nothing was written, and what the store holds is
+ * unchanged.
+ *
+ * `executionId` and `version` describe the incoming checkpoint (for
+ * `"WriteTaken"`: the checkpoint the task writes belong to, and `key` names
+ * the write).
  *
  * @since 0.1.0
  * @category errors
  */
 export class CheckpointConflict extends Schema.TaggedError<CheckpointConflict>()("CheckpointConflict", {
+  reason: ConflictReason,
   executionId: Schema.String,
   version: Schema.Number,
   id: Schema.optional(Schema.String),
-  /** For a conditional save (`expect`): the newest version the save expected. */
+  /** For `"ExpectationFailed"`: the newest version the write expected. */
   expectedLatestVersion: Schema.optional(Schema.Number),
-  /** For a conditional save, when the store reports it: the newest version it found. */
-  actualLatestVersion: Schema.optional(Schema.Number)
+  /** For `"ExpectationFailed"`, when the store reports it: the newest version it found (0: none). */
+  actualLatestVersion: Schema.optional(Schema.Number),
+  /** For `"WriteTaken"`: the task and the key of the write that exists. */
+  taskId: Schema.optional(Schema.String),
+  key: Schema.optional(Schema.String)
 }) {
   override get message(): string {
-    if (this.expectedLatestVersion !== undefined) {
-      return `Checkpoint conflict: execution ${JSON.stringify(this.executionId)} was expected to be at version ${this.expectedLatestVersion}` +
-        (this.actualLatestVersion === undefined ? "" : ` but is at version ${this.actualLatestVersion}`)
+    const execution = JSON.stringify(this.executionId)
+    switch (this.reason) {
+      case "ExpectationFailed":
+        return `Checkpoint conflict: execution ${execution} was expected to be at version ${this.expectedLatestVersion}` +
+          (this.actualLatestVersion === undefined ? "" : ` but is at version ${this.actualLatestVersion}`)
+      case "IdTaken":
+        return `Checkpoint conflict: checkpoint id ${JSON.stringify(this.id)} is taken`
+      case "VersionTaken":
+        return `Checkpoint conflict: execution ${execution} already has version ${this.version}`
+      case "WriteTaken":
+        return `Checkpoint conflict: task ${JSON.stringify(this.taskId)} of checkpoint ${JSON.stringify(this.id)} ` +
+          `already saved ${JSON.stringify(this.key)}`
     }
-    return `Checkpoint conflict: execution ${JSON.stringify(this.executionId)} already has version ${this.version}` +
-      (this.id === undefined ? "" : ` or checkpoint id ${JSON.stringify(this.id)} is taken`)
   }
 }
+
+/**
+ * A write, renewal or release by `owner` was refused because another owner
+ * holds a live lease on the execution (a worker took it over after this
+ * owner's lease expired). Nothing was written: the run that gets it must stop
+ * (fencing).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class LeaseLost extends Schema.TaggedError<LeaseLost>()("LeaseLost", {
+  executionId: Schema.String,
+  owner: Schema.String,
+  /** The owner that holds the lease now, when the store knows it. */
+  holder: Schema.optional(Schema.String)
+}) {
+  override get message(): string {
+    return `Lease lost: execution ${JSON.stringify(this.executionId)} is leased by ` +
+      `${this.holder === undefined ? "another owner" : JSON.stringify(this.holder)}, not ${JSON.stringify(this.owner)}`
+  }
+}
+
+/**
+ * The execution has no record in the store: it never had a checkpoint, or it
+ * was cleared, pruned to nothing or swept.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ExecutionNotFound extends Schema.TaggedError<ExecutionNotFound>()("ExecutionNotFound", {
+  executionId: Schema.String
+}) {
+  override get message(): string {
+    return `Execution ${JSON.stringify(this.executionId)} has no checkpoints`
+  }
+}
+
+/**
+ * A store option has a value that cannot be used (a negative ttl, a timeout
+ * that is not a duration). Raised when the layer is built, before anything is
+ * opened. (A bad table name or key prefix is an {@link InvalidIdentifier}.)
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class InvalidOption extends Schema.TaggedError<InvalidOption>()("InvalidOption", {
+  option: Schema.String,
+  message: Schema.String
+}) {}
 
 /**
  * Stored data could not be read back as a checkpoint: corrupt, truncated,
@@ -141,4 +228,4 @@ export class InvalidIdentifier extends Schema.TaggedError<InvalidIdentifier>()("
  * @since 0.1.0
  * @category models
  */
-export type StoreError = CheckpointStoreError | InvalidIdentifier
+export type StoreError = CheckpointStoreError | InvalidIdentifier | InvalidOption

@@ -1,62 +1,243 @@
 /**
- * The `CheckpointStore` service: where checkpoints are saved, listed, loaded
- * and removed. One interface, one Tag, one `make`, and one Layer per backend
- * (`MemoryStore`, `FileStore`, `SqliteStore`, `PostgresStore`, `RedisStore`).
+ * The `CheckpointStore` service: where checkpoints, task writes and execution
+ * records are saved, listed, loaded and removed. Provide it with one store
+ * layer (`MemoryStore.layer`, `FileStore.layer`, `SqliteStore.layer`,
+ * `PostgresStore.layer`, `RedisStore.layer`) and swap the layer to change
+ * stores: the program stays the same.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CheckpointStore, MemoryStore } from "effect-checkpoint"
+ *
+ * const program = Effect.gen(function*() {
+ *   const store = yield* CheckpointStore.CheckpointStore
+ *   const { executions } = yield* store.listExecutions({ status: "interrupted" })
+ *   return executions.map((e) => e.executionId)
+ * })
+ * Effect.runPromise(program.pipe(Effect.provide(MemoryStore.layer)))
+ * ```
+ *
+ * To write a store of your own, see the `CheckpointBackend` module.
  *
  * @since 0.1.0
  */
-import { Context, Effect, Option } from "effect"
-import * as Checkpoint from "./Checkpoint.js"
-import {
+import { Context, type Duration, type Effect, type Option } from "effect"
+import type * as Checkpoint from "./Checkpoint.js"
+import type {
   CheckpointConflict,
-  type CheckpointDecodeError,
+  CheckpointDecodeError,
   CheckpointEncodeError,
   CheckpointNotFound,
-  type CheckpointStoreError,
-  type InvalidIdentifier
+  ExecutionNotFound,
+  LeaseLost,
+  StoreError
 } from "./CheckpointError.js"
-import { checkId } from "./internal/identifier.js"
 
+export type {
+  /**
+   * The store's own failures: the backend failed, or an identifier was refused.
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  StoreError
+} from "./CheckpointError.js"
 
 /**
- * The backend's own failures: it failed, or an identifier was refused.
+ * The failures of a write: a conflict, a value that cannot be stored, a lease
+ * held by another owner, or the store's own failure.
  *
  * @since 0.1.0
  * @category models
  */
-export type StoreError = CheckpointStoreError | InvalidIdentifier
+export type SaveError = CheckpointConflict | CheckpointEncodeError | LeaseLost | StoreError
+
+// -----------------------------------------------------------------------------
+// Execution records
+// -----------------------------------------------------------------------------
 
 /**
- * The failures of a save.
+ * Where an execution stands:
  *
- * @since 0.1.0
+ * | status | meaning | a worker claims it |
+ * |---|---|---|
+ * | `pending` | waiting to run (started with `start`, or left by a save with nodes still to run) | yes |
+ * | `running` | a run holds it (its lease says until when) | once the lease expired |
+ * | `interrupted` | paused for a human (`interrupt`, `interruptBefore/After`) | never: `resume` it |
+ * | `sleeping` | waiting for `wakeAt` (`Graph.sleep`) | once `wakeAt` passed |
+ * | `done` | finished (its newest checkpoint has nothing to run next) | never |
+ * | `failed` | a run failed and gave up (see `failure`) | never: `retry` re-arms it |
+ *
+ * @since 0.2.0
  * @category models
  */
-export type SaveError = CheckpointConflict | CheckpointEncodeError | StoreError
+export type ExecutionStatus = "pending" | "running" | "interrupted" | "sleeping" | "done" | "failed"
 
 /**
- * One execution as {@link CheckpointStore} `listExecutions` reports it.
+ * Every {@link ExecutionStatus}, in a fixed order.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
-export interface ExecutionSummary {
+export const statuses: ReadonlyArray<ExecutionStatus> = ["pending", "running", "interrupted", "sleeping", "done", "failed"]
+
+/**
+ * The statuses `pendingOnly` stands for: every one but `done`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const unfinished: ReadonlyArray<ExecutionStatus> = ["pending", "running", "interrupted", "sleeping", "failed"]
+
+/**
+ * A lease on an execution: `owner` may run it until `expiresAt`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Lease {
+  readonly owner: string
+  readonly expiresAt: Date
+}
+
+/**
+ * The last failure of an execution: the error's tag and message.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Failure {
+  readonly tag: string
+  readonly message: string
+}
+
+/**
+ * The record a store keeps of each execution that has checkpoints, updated
+ * atomically with the writes that change it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ExecutionRecord {
   readonly executionId: Checkpoint.ExecutionId
   /** The version of the execution's newest checkpoint. */
   readonly latestVersion: number
   /** The id of the execution's newest checkpoint. */
   readonly latestCheckpointId: Checkpoint.CheckpointId
-  /** The newest checkpoint's timestamp. */
+  /** When the record last changed: the newest checkpoint's timestamp, or the time of the last status change. */
   readonly updatedAt: Date
-  /** `true` when the newest checkpoint names nodes still to run (`next` is not empty). */
+  /** `true` unless the execution is `done`. */
   readonly pending: boolean
+  readonly status: ExecutionStatus
+  /** When a `sleeping` execution is due. */
+  readonly wakeAt?: Date | undefined
+  /** The last failure (kept after a later success, until the next failure replaces it). */
+  readonly failure?: Failure | undefined
+  /** How many times a worker claimed the execution. */
+  readonly attempts: number
+  /** Who runs it now, until when. */
+  readonly lease?: Lease | undefined
 }
 
 /**
- * Options of {@link CheckpointStore} `list`: it pages forward through an
- * execution, returning the first `limit` checkpoints with
- * `version > afterVersion`. A `limit` of 0 or less returns nothing; a missing
- * `limit` returns all.
+ * The name 0.1.0 gave the summary `listExecutions` returned; it is the
+ * {@link ExecutionRecord} now.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ExecutionSummary = ExecutionRecord
+
+/**
+ * A change to an execution record. Absent fields are left as they are; `null`
+ * removes a field.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ExecutionPatch {
+  readonly status?: ExecutionStatus | undefined
+  readonly wakeAt?: Date | null | undefined
+  readonly failure?: Failure | null | undefined
+  /**
+   * Takes or renews the lease for `owner` until the store's now + `ttl`, or
+   * (`null`) removes it.
+   */
+  readonly lease?: { readonly owner: string; readonly ttl: Duration.DurationInput } | null | undefined
+}
+
+/**
+ * Options of {@link Service} `listExecutions`. Results are newest first (by
+ * `updatedAt`, then by execution id, both descending); a page costs the store
+ * O(`limit`), whatever the number of executions.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ListExecutionsOptions {
+  /** Only executions in this status (or in one of these). */
+  readonly status?: ExecutionStatus | ReadonlyArray<ExecutionStatus> | undefined
+  /** Shorthand for every status but `done` (0.1.0's meaning: the newest checkpoint has nodes to run). */
+  readonly pendingOnly?: boolean | undefined
+  /** At most this many (default 100; at most 10 000). */
+  readonly limit?: number | undefined
+  /** The `cursor` of the previous page. */
+  readonly cursor?: string | undefined
+  /** Only executions updated strictly before this time. */
+  readonly updatedBefore?: Date | undefined
+  /** Only executions updated strictly after this time. */
+  readonly updatedAfter?: Date | undefined
+}
+
+/**
+ * One page of {@link Service} `listExecutions`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ExecutionPage {
+  readonly executions: ReadonlyArray<ExecutionRecord>
+  /** Pass it as `cursor` to get the next page; absent on the last page. */
+  readonly cursor?: string | undefined
+}
+
+/**
+ * Options of {@link Service} `claim`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ClaimOptions {
+  /** Who takes the leases (a worker's name; `[A-Za-z0-9._:-]`, 1–128 characters). */
+  readonly owner: string
+  /** How long the leases last (renew them while running). */
+  readonly ttl: Duration.DurationInput
+  /** At most this many executions. */
+  readonly limit: number
+}
+
+/**
+ * Options of {@link Service} `sweep`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface SweepOptions {
+  /** Removes executions whose record was not updated since this time. */
+  readonly before: Date
+  /** Also remove leased, interrupted and sleeping executions. Default `false`. */
+  readonly force?: boolean | undefined
+}
+
+// -----------------------------------------------------------------------------
+// Checkpoints
+// -----------------------------------------------------------------------------
+
+/**
+ * Options of {@link Service} `list`: it pages forward through an execution,
+ * returning the first `limit` checkpoints with `version > afterVersion`. A
+ * `limit` of 0 or less returns nothing; a missing `limit` returns all.
  *
  * @since 0.1.0
  * @category models
@@ -67,9 +248,10 @@ export interface ListOptions {
 }
 
 /**
- * The condition of a conditional save (optimistic concurrency): the newest
+ * The condition of a conditional write (optimistic concurrency): the newest
  * checkpoint of `executionId` in the store must have version `latestVersion`
- * (`0`: the execution has no checkpoints).
+ * (`0`: the execution has no checkpoints) and, when given, the id
+ * `latestCheckpointId`.
  *
  * @since 0.1.0
  * @category models
@@ -77,6 +259,7 @@ export interface ListOptions {
 export interface Expectation {
   readonly executionId: Checkpoint.ExecutionId
   readonly latestVersion: number
+  readonly latestCheckpointId?: Checkpoint.CheckpointId | undefined
 }
 
 /**
@@ -88,13 +271,64 @@ export interface Expectation {
 export interface SaveOptions {
   /**
    * Save only if the execution's newest checkpoint is the expected one;
-   * otherwise fail with `CheckpointConflict` and write nothing. The check and
-   * the write are one atomic step (on every store but File, where another
-   * process may write in between — its slots still never let two checkpoints
-   * take one version). This is how a run appends to an execution without
-   * reading it first.
+   * otherwise fail with `CheckpointConflict` (`"ExpectationFailed"`) and write
+   * nothing. The check and the write are one atomic step on every store but
+   * File (where another process may write in between; its slots still never
+   * let two checkpoints take one version).
    */
   readonly expect?: Expectation | undefined
+  /**
+   * Fencing: write only if no other owner holds a live (unexpired) lease on
+   * the execution, else fail with `LeaseLost` and write nothing.
+   */
+  readonly owner?: string | undefined
+  /**
+   * The change to the execution record that goes with the save (atomically).
+   * Without a `status`, a save sets `pending` when the newest checkpoint has
+   * nodes to run and `done` when it has none; it clears `wakeAt`.
+   */
+  readonly execution?: ExecutionPatch | undefined
+}
+
+/**
+ * One write of a task, as {@link Service} `listWrites` returns it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface TaskWrite {
+  readonly taskId: string
+  readonly key: string
+  readonly value: Checkpoint.Json
+}
+
+/**
+ * Options of {@link Service} `saveWrites` and `updateExecution`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface WriteOptions {
+  /** Fencing, as for `save`. */
+  readonly owner?: string | undefined
+  /** The change to the execution record that goes with the write (atomically). */
+  readonly execution?: ExecutionPatch | undefined
+}
+
+/**
+ * Options of {@link Service} `updateExecution`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface UpdateOptions {
+  /**
+   * Fencing, as for `save`: refused with `LeaseLost` if another owner holds a
+   * live lease (an expired one may be taken over by a `lease` in the patch).
+   */
+  readonly owner?: string | undefined
+  /** Update only if the execution's newest checkpoint is this version (and id, when given). */
+  readonly expect?: { readonly latestVersion: number; readonly latestCheckpointId?: Checkpoint.CheckpointId | undefined } | undefined
 }
 
 /**
@@ -107,7 +341,7 @@ export interface SaveOptions {
  * @category models
  */
 export interface Service {
-  /** Saves one checkpoint. */
+  /** Saves one checkpoint (and updates its execution's record). */
   readonly save: (checkpoint: Checkpoint.Checkpoint, options?: SaveOptions) => Effect.Effect<void, SaveError>
   /** Saves many checkpoints (possibly of several executions) all or nothing, in one round trip where the backend allows. */
   readonly saveMany: (
@@ -127,220 +361,79 @@ export interface Service {
   readonly latest: (
     executionId: Checkpoint.ExecutionId
   ) => Effect.Effect<Option.Option<Checkpoint.Checkpoint>, CheckpointDecodeError | StoreError>
-  /** Every execution with at least one checkpoint, most recently updated first; `pendingOnly` keeps the unfinished ones. */
-  readonly listExecutions: (
-    options?: { readonly pendingOnly?: boolean | undefined }
-  ) => Effect.Effect<ReadonlyArray<ExecutionSummary>, CheckpointDecodeError | StoreError>
-  /** Removes one checkpoint; removing a missing one is not an error. */
+  /** Removes one checkpoint and its task writes; removing a missing one is not an error. */
   readonly delete: (id: Checkpoint.CheckpointId) => Effect.Effect<void, StoreError>
-  /** Removes every checkpoint of one execution and of no other; idempotent. */
+  /** Removes every checkpoint, task write and the record of one execution, and of no other; idempotent. */
   readonly clear: (executionId: Checkpoint.ExecutionId) => Effect.Effect<void, StoreError>
-  /** Keeps the newest `keep` checkpoints of an execution (0 removes all) and returns how many were removed. */
+  /**
+   * Keeps the newest `keep` checkpoints of an execution (0 removes all, the
+   * record too) with their task writes, and returns how many were removed.
+   */
   readonly prune: (executionId: Checkpoint.ExecutionId, keep: number) => Effect.Effect<number, StoreError>
+
+  /**
+   * Saves writes of one task of the checkpoint `checkpointId` (the checkpoint
+   * whose `next` scheduled the task), all or nothing. A key the task already
+   * saved → `CheckpointConflict` (`"WriteTaken"`); a checkpoint that does not
+   * exist → `CheckpointNotFound`.
+   */
+  readonly saveWrites: (
+    checkpointId: Checkpoint.CheckpointId,
+    taskId: string,
+    writes: ReadonlyArray<{ readonly key: string; readonly value: Checkpoint.Json }>,
+    options?: WriteOptions
+  ) => Effect.Effect<void, CheckpointNotFound | SaveError>
+  /** The task writes of a checkpoint, by `taskId`, then in the order they were saved; none for a missing checkpoint. */
+  readonly listWrites: (
+    checkpointId: Checkpoint.CheckpointId
+  ) => Effect.Effect<ReadonlyArray<TaskWrite>, CheckpointDecodeError | StoreError>
+
+  /** The record of one execution, if it has checkpoints. */
+  readonly getExecution: (
+    executionId: Checkpoint.ExecutionId
+  ) => Effect.Effect<Option.Option<ExecutionRecord>, CheckpointDecodeError | StoreError>
+  /** A page of execution records, most recently updated first. */
+  readonly listExecutions: (
+    options?: ListExecutionsOptions
+  ) => Effect.Effect<ExecutionPage, CheckpointDecodeError | StoreError>
+  /** Changes an execution record (status, wake-up time, failure, lease) and returns it. */
+  readonly updateExecution: (
+    executionId: Checkpoint.ExecutionId,
+    patch: ExecutionPatch,
+    options?: UpdateOptions
+  ) => Effect.Effect<ExecutionRecord, ExecutionNotFound | CheckpointConflict | LeaseLost | StoreError>
+  /**
+   * Renews `owner`'s lease on the execution until the store's now + `ttl`.
+   * Refused with `LeaseLost` (nothing changed) unless `owner` holds the lease.
+   */
+  readonly renew: (
+    executionId: Checkpoint.ExecutionId,
+    options: { readonly owner: string; readonly ttl: Duration.DurationInput }
+  ) => Effect.Effect<ExecutionRecord, ExecutionNotFound | LeaseLost | StoreError>
+  /**
+   * Removes `owner`'s lease (and sets `status`, when given). Refused with
+   * `LeaseLost` (nothing changed) unless `owner` holds the lease.
+   */
+  readonly release: (
+    executionId: Checkpoint.ExecutionId,
+    options: { readonly owner: string; readonly status?: ExecutionStatus | undefined }
+  ) => Effect.Effect<ExecutionRecord, ExecutionNotFound | LeaseLost | StoreError>
+  /**
+   * Takes leases on up to `limit` executions that are due — `pending`;
+   * `sleeping` with `wakeAt` passed; `running` with an expired lease — and
+   * not leased by anyone else: marks them `running`, adds one to `attempts`,
+   * and returns them. Atomic: two owners claiming at once never get the same
+   * execution.
+   */
+  readonly claim: (options: ClaimOptions) => Effect.Effect<ReadonlyArray<ExecutionRecord>, StoreError>
+  /** Removes executions not updated since `before` (see {@link SweepOptions}) and returns how many. */
+  readonly sweep: (options: SweepOptions) => Effect.Effect<number, StoreError>
 }
 
 /**
- * The checkpoint store service. Provide it with one of the store layers:
- *
- * @example
- * ```ts
- * import { Effect } from "effect"
- * import { CheckpointStore, MemoryStore } from "effect-checkpoint"
- *
- * const program = Effect.gen(function*() {
- *   const store = yield* CheckpointStore.CheckpointStore
- *   return yield* store.listExecutions()
- * })
- * Effect.runPromise(program.pipe(Effect.provide(MemoryStore.layer)))
- * ```
+ * The checkpoint store service.
  *
  * @since 0.1.0
  * @category tags
  */
 export class CheckpointStore extends Context.Tag("effect-checkpoint/CheckpointStore")<CheckpointStore, Service>() {}
-
-/**
- * What a backend implements: only the primitives that differ between stores.
- * {@link make} checks every id and checkpoint, encodes once, normalises
- * options, and derives the rest.
- *
- * Every effect here gets ids that are already valid and options that are
- * already normalised.
- *
- * @since 0.1.0
- * @category constructors
- */
-export interface Backend {
-  /**
-   * Writes checkpoints all or nothing. A taken `id` or `(executionId, version)` → `CheckpointConflict`,
-   * nothing written. With `expect`, also `CheckpointConflict` (nothing written) unless the newest version of
-   * `expect.executionId` is `expect.latestVersion` (0 = none) — checked atomically with the write.
-   */
-  readonly insert: (
-    checkpoints: ReadonlyArray<Checkpoint.Encoded>,
-    expect: Expectation | undefined
-  ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | CheckpointStoreError>
-  /** Writes one checkpoint (a faster path than `insert([one])`, when the backend has one). */
-  readonly insertOne?: (
-    checkpoint: Checkpoint.Encoded,
-    expect: Expectation | undefined
-  ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | CheckpointStoreError>
-  readonly load: (
-    id: Checkpoint.CheckpointId
-  ) => Effect.Effect<Option.Option<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError>
-  /** Ascending by version; `afterVersion` is a number (maybe fractional), `limit` a positive integer or undefined. */
-  readonly list: (
-    executionId: Checkpoint.ExecutionId,
-    afterVersion: number,
-    limit: number | undefined
-  ) => Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError>
-  readonly latest: (
-    executionId: Checkpoint.ExecutionId
-  ) => Effect.Effect<Option.Option<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError>
-  /** One summary per execution, in any order. */
-  readonly listExecutions: Effect.Effect<ReadonlyArray<ExecutionSummary>, CheckpointDecodeError | CheckpointStoreError>
-  readonly delete: (id: Checkpoint.CheckpointId) => Effect.Effect<void, CheckpointStoreError>
-  readonly clear: (executionId: Checkpoint.ExecutionId) => Effect.Effect<void, CheckpointStoreError>
-  /** `keep` is a non-negative integer. */
-  readonly prune: (executionId: Checkpoint.ExecutionId, keep: number) => Effect.Effect<number, CheckpointStoreError>
-}
-
-const guard = <A, E>(
-  kind: "CheckpointId" | "ExecutionId",
-  value: string,
-  then: Effect.Effect<A, E>
-): Effect.Effect<A, E | InvalidIdentifier> => {
-  const error = checkId(kind, value)
-  return error === undefined ? then : Effect.fail(error)
-}
-
-/** Two checkpoints of one batch that collide with each other. */
-const batchConflict = (encoded: ReadonlyArray<Checkpoint.Encoded>): CheckpointConflict | undefined => {
-  const ids = new Set<string>()
-  const slots = new Set<string>()
-  for (const { checkpoint: cp } of encoded) {
-    const slot = `${cp.executionId}\u0000${cp.version}`
-    if (ids.has(cp.id) || slots.has(slot)) {
-      return new CheckpointConflict({ executionId: cp.executionId, version: cp.version, id: cp.id })
-    }
-    ids.add(cp.id)
-    slots.add(slot)
-  }
-  return undefined
-}
-
-/** Why an expectation cannot be checked, as the typed error, or `undefined`. */
-const expectationProblem = (expect: Expectation | undefined): InvalidIdentifier | CheckpointEncodeError | undefined => {
-  if (expect === undefined) return undefined
-  const idError = checkId("ExecutionId", expect.executionId)
-  if (idError !== undefined) return idError
-  const v = expect.latestVersion
-  return Number.isInteger(v) && v >= 0 && v <= Checkpoint.MAX_VERSION
-    ? undefined
-    : new CheckpointEncodeError({
-      message: `expect.latestVersion must be an integer from 0 to ${Checkpoint.MAX_VERSION}, got ${String(v)}`
-    })
-}
-
-/**
- * The conflict a backend reports when an expectation does not hold.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const expectationFailed = (
-  expect: Expectation,
-  actualLatestVersion?: number
-): CheckpointConflict =>
-  new CheckpointConflict({
-    executionId: expect.executionId,
-    version: expect.latestVersion + 1,
-    expectedLatestVersion: expect.latestVersion,
-    ...(actualLatestVersion === undefined ? {} : { actualLatestVersion })
-  })
-
-/** Newest first, then by execution id, so every store lists executions in the same order. */
-const byRecency = (a: ExecutionSummary, b: ExecutionSummary): number =>
-  b.updatedAt.getTime() - a.updatedAt.getTime() || (a.executionId < b.executionId ? -1 : a.executionId > b.executionId ? 1 : 0)
-
-/**
- * Builds the full store from a backend's primitives. It refuses bad ids and
- * checkpoints before the backend sees them (so a checkpoint built with
- * validation off or an id cast from a raw string still gets
- * `InvalidIdentifier`), encodes each checkpoint once, turns a missing
- * checkpoint into `CheckpointNotFound`, normalises `list`/`prune` options and
- * orders `listExecutions`.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const make = (backend: Backend): Service => {
-  const insertOne = backend.insertOne ??
-    ((e: Checkpoint.Encoded, expect: Expectation | undefined) => backend.insert([e], expect))
-  return {
-    save: (cp, options) =>
-      Effect.suspend(() => {
-        const problem = expectationProblem(options?.expect)
-        return problem !== undefined
-          ? Effect.fail(problem)
-          : Effect.flatMap(Checkpoint.toEncoded(cp), (e) => insertOne(e, options?.expect))
-      }),
-    saveMany: (cps, options) =>
-      Effect.suspend(() => {
-        const problem = expectationProblem(options?.expect)
-        if (problem !== undefined) return Effect.fail(problem)
-        if (cps.length === 0) return Effect.void
-        return Effect.flatMap(Effect.forEach(cps, Checkpoint.toEncoded), (encoded) => {
-          const conflict = batchConflict(encoded)
-          return conflict === undefined ? backend.insert(encoded, options?.expect) : Effect.fail(conflict)
-        })
-      }),
-    load: (id) =>
-      guard(
-        "CheckpointId",
-        id,
-        Effect.flatMap(backend.load(id), Option.match({
-          onNone: () => Effect.fail(new CheckpointNotFound({ id })),
-          onSome: Effect.succeed
-        }))
-      ),
-    list: (executionId, options) => {
-      const limit = options?.limit === undefined ? undefined : Math.floor(options.limit)
-      const after = options?.afterVersion
-      const afterVersion = typeof after === "number" && !Number.isNaN(after) ? after : 0
-      return guard(
-        "ExecutionId",
-        executionId,
-        limit !== undefined && !(limit > 0) || afterVersion >= Checkpoint.MAX_VERSION
-          ? Effect.succeed([])
-          : backend.list(executionId, afterVersion, limit === undefined || limit === Infinity ? undefined : limit)
-      )
-    },
-    latest: (executionId) => guard("ExecutionId", executionId, backend.latest(executionId)),
-    listExecutions: (options) =>
-      Effect.map(backend.listExecutions, (all) =>
-        (options?.pendingOnly === true ? all.filter((s) => s.pending) : [...all]).sort(byRecency)),
-    delete: (id) => guard("CheckpointId", id, backend.delete(id)),
-    clear: (executionId) => guard("ExecutionId", executionId, backend.clear(executionId)),
-    prune: (executionId, keep) =>
-      guard(
-        "ExecutionId",
-        executionId,
-        backend.prune(executionId, Number.isNaN(keep) ? 0 : Math.min(Checkpoint.MAX_VERSION, Math.max(0, Math.floor(keep))))
-      )
-  }
-}
-
-/**
- * The summary of an execution from its newest checkpoint.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const summarize = (latest: Checkpoint.Checkpoint): ExecutionSummary => ({
-  executionId: latest.executionId,
-  latestVersion: latest.version,
-  latestCheckpointId: latest.id,
-  updatedAt: latest.timestamp,
-  pending: latest.next.length > 0
-})

@@ -7,7 +7,7 @@ import * as path from "node:path"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as FileStore from "../src/layers/File.js"
-import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
+import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "../src/testing.js"
 
 /** A temp directory owned by this test file, removed when the scope closes. */
 const tempDir = Effect.acquireRelease(

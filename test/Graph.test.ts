@@ -9,7 +9,7 @@ import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
 import * as FileStore from "../src/layers/File.js"
 import * as MemoryStore from "../src/layers/Memory.js"
-import { freshExecution } from "./conformance.js"
+import { freshExecution } from "../src/testing.js"
 
 // -----------------------------------------------------------------------------
 // Fixtures
@@ -479,7 +479,7 @@ describe.each(stores)("compileCheckpointable on the %s store", (_name, storeLaye
       expect(counter.calls).toEqual({ step1: 2, step2: 2, step3: 2 })
       expect((yield* runnable.listCheckpoints()).map((c) => c.id)).toEqual(after.map((c) => c.id))
       const store = yield* CheckpointStore.CheckpointStore
-      const fork = (yield* store.listExecutions()).find((x) => x.executionId !== runnable.executionId)!
+      const fork = (yield* store.listExecutions()).executions.find((x) => x.executionId !== runnable.executionId)!
       const forkCps = yield* runnable.listCheckpoints(fork.executionId)
       expect(names(forkCps)).toEqual(["__input__", "step1", "step2", "step3"])
       expect(versions(forkCps)).toEqual([1, 2, 3, 4])

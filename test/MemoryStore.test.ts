@@ -1,14 +1,15 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
+import * as CheckpointBackend from "../src/CheckpointBackend.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import { makeState, memoryBackend } from "../src/internal/memoryBackend.js"
 import * as MemoryStore from "../src/layers/Memory.js"
-import { conformance, freshExecution, mk, StoreTestKit } from "./conformance.js"
+import { conformance, freshExecution, mk, StoreTestKit } from "../src/testing.js"
 
 /** A Memory store plus a kit that writes garbage over a stored document. */
 const memoryUnderTest = Layer.effectContext(Effect.sync(() => {
   const state = makeState()
-  return Context.make(CheckpointStore.CheckpointStore, CheckpointStore.make(memoryBackend(state))).pipe(
+  return Context.make(CheckpointStore.CheckpointStore, CheckpointBackend.make(memoryBackend(state))).pipe(
     Context.add(StoreTestKit, {
       corrupt: (cp) => Effect.sync(() => state.documents.set(cp.id, `{"id":${JSON.stringify(cp.id)},"state":`))
     })

@@ -32,7 +32,7 @@ import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
 import * as PostgresStore from "../src/layers/Postgres.js"
 import { recordStatements } from "./fixtures/sql-statements.js"
-import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
+import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "../src/testing.js"
 
 const URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const RUN = `ec_pg_test_${process.pid}_${Date.now().toString(36)}`

@@ -15,7 +15,7 @@ import { randomUUID } from "node:crypto"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as RedisStore from "../src/layers/Redis.js"
-import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
+import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "../src/testing.js"
 import { closedPort, redisProxy } from "./fixtures/redis-proxy.js"
 import { privateRedis } from "./fixtures/redis-server.js"
 

@@ -11,7 +11,7 @@ import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as SqliteStore from "../src/layers/Sqlite.js"
 import { recordStatements } from "./fixtures/sql-statements.js"
-import { conformance, freshExecution, mk, StoreTestKit, view } from "./conformance.js"
+import { conformance, freshExecution, mk, StoreTestKit, view } from "../src/testing.js"
 
 const store = CheckpointStore.CheckpointStore
 

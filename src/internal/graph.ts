@@ -6,6 +6,7 @@
  * @internal
  */
 import { Effect, Schema } from "effect"
+export { ExecutionNotFound } from "../CheckpointError.js"
 import type { Pipeable } from "effect/Pipeable"
 import { pipeArguments } from "effect/Pipeable"
 
@@ -74,20 +75,6 @@ export class RecursionLimitExceeded extends Schema.TaggedError<RecursionLimitExc
   override get message(): string {
     return `Recursion limit of ${this.limit} node executions reached without reaching END` +
       (this.executionId === undefined ? "" : ` in execution ${JSON.stringify(this.executionId)}`)
-  }
-}
-
-/**
- * `resume` was asked to continue an execution that has no checkpoints.
- *
- * @since 0.1.0
- * @category errors
- */
-export class ExecutionNotFound extends Schema.TaggedError<ExecutionNotFound>()("ExecutionNotFound", {
-  executionId: Schema.String
-}) {
-  override get message(): string {
-    return `Execution ${JSON.stringify(this.executionId)} has no checkpoints`
   }
 }
 

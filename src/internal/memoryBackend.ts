@@ -1,20 +1,37 @@
 /**
  * The Memory store's backend, apart from its layer so tests can reach the raw
- * documents (to corrupt one on purpose).
+ * documents (to corrupt one on purpose). It is also the reference for the
+ * record, write and lease rules of `CheckpointBackend.Backend`: every
+ * primitive runs synchronously inside one `Effect.suspend`, so it is atomic
+ * with respect to other fibers.
  *
  * @internal
  */
-import { Effect } from "effect"
-import * as Checkpoint from "../Checkpoint.js"
-import { CheckpointConflict } from "../CheckpointError.js"
-import type { Backend, Expectation } from "../CheckpointStore.js"
-import { expectationFailed, summarize } from "../CheckpointStore.js"
+import { Effect, Either, Option } from "effect"
+import type { CheckpointConflict, LeaseLost } from "../CheckpointError.js"
+import type * as Checkpoint from "../Checkpoint.js"
+import { CheckpointNotFound, ExecutionNotFound } from "../CheckpointError.js"
+import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
+import { conflict, decodeDocument, decodeRecord, derivedStatus, leaseProblem } from "../CheckpointBackend.js"
+import type { ExecutionRecord, ExecutionStatus, Failure, TaskWrite } from "../CheckpointStore.js"
 
 interface Execution {
   /** version → checkpoint id */
   readonly byVersion: Map<number, string>
   /** the versions, ascending */
   readonly versions: Array<number>
+}
+
+/** An execution record as the Memory store keeps it (times in epoch ms). */
+export interface StoredRecord {
+  latestVersion: number
+  latestCheckpointId: string
+  updatedAt: number
+  status: ExecutionStatus
+  wakeAt: number | undefined
+  failure: Failure | undefined
+  attempts: number
+  lease: { readonly owner: string; readonly expiresAt: number } | undefined
 }
 
 /** The Memory store's state: encoded documents only, so nothing stored is ever shared with a caller. */
@@ -24,9 +41,18 @@ export interface MemoryState {
   /** checkpoint id → where it is indexed */
   readonly locations: Map<string, { readonly executionId: string; readonly version: number }>
   readonly executions: Map<string, Execution>
+  readonly records: Map<string, StoredRecord>
+  /** checkpoint id → task id → key → JSON text, in the order saved */
+  readonly writes: Map<string, Map<string, Map<string, string>>>
 }
 
-export const makeState = (): MemoryState => ({ documents: new Map(), locations: new Map(), executions: new Map() })
+export const makeState = (): MemoryState => ({
+  documents: new Map(),
+  locations: new Map(),
+  executions: new Map(),
+  records: new Map(),
+  writes: new Map()
+})
 
 /** Index of the first version greater than `v` (binary search). */
 const upperBound = (versions: ReadonlyArray<number>, v: number): number => {
@@ -40,18 +66,46 @@ const upperBound = (versions: ReadonlyArray<number>, v: number): number => {
   return lo
 }
 
-export const memoryBackend = (state: MemoryState): Backend => {
-  const { documents, executions, locations } = state
-  const decodeId = (id: string) => Checkpoint.decode(documents.get(id)!, id)
+const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord =>
+  Either.getOrThrow(decodeRecord({
+    executionId,
+    latestVersion: r.latestVersion,
+    latestCheckpointId: r.latestCheckpointId,
+    updatedAt: r.updatedAt,
+    status: r.status,
+    wakeAt: r.wakeAt,
+    failureTag: r.failure?.tag,
+    failureMessage: r.failure?.message,
+    attempts: r.attempts,
+    leaseOwner: r.lease?.owner,
+    leaseExpiresAt: r.lease?.expiresAt
+  }))
 
-  const conflictOf = (e: Checkpoint.Encoded): CheckpointConflict | undefined => {
-    const cp = e.checkpoint
-    return documents.has(cp.id) || executions.get(cp.executionId)?.byVersion.has(cp.version)
-      ? new CheckpointConflict({ executionId: cp.executionId, version: cp.version, id: cp.id })
-      : undefined
+/** Applies the `wakeAt`, `failure` and `lease` fields of a patch. */
+const applyFields = (r: StoredRecord, patch: RecordPatch, now: number): void => {
+  if (patch.wakeAt !== undefined) r.wakeAt = patch.wakeAt ?? undefined
+  if (patch.failure !== undefined) r.failure = patch.failure ?? undefined
+  if (patch.lease !== undefined) {
+    r.lease = patch.lease === null ? undefined : { owner: patch.lease.owner, expiresAt: now + patch.lease.ttlMs }
   }
+}
 
-  const put = ({ checkpoint: cp, document }: Checkpoint.Encoded): void => {
+/** `(updatedAt, executionId)` descending. */
+const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
+  b[1].updatedAt - a[1].updatedAt || (a[0] < b[0] ? 1 : a[0] > b[0] ? -1 : 0)
+
+export const memoryBackend = (state: MemoryState): Backend => {
+  const { documents, executions, locations, records, writes } = state
+  const decodeId = (id: string) => decodeDocument(documents.get(id)!, id)
+
+  const takenBy = (cp: Checkpoint.Checkpoint) =>
+    documents.has(cp.id)
+      ? conflict.idTaken(cp)
+      : executions.get(cp.executionId)?.byVersion.has(cp.version)
+      ? conflict.versionTaken(cp)
+      : undefined
+
+  const put = ({ checkpoint: cp, document }: Encoded): void => {
     documents.set(cp.id, document)
     locations.set(cp.id, { executionId: cp.executionId, version: cp.version })
     let execution = executions.get(cp.executionId)
@@ -65,53 +119,159 @@ export const memoryBackend = (state: MemoryState): Backend => {
     else execution.versions.splice(upperBound(execution.versions, cp.version), 0, cp.version)
   }
 
+  /** Removes the listed versions (already taken out of `execution.versions`) and their writes. */
   const removeVersions = (executionId: string, execution: Execution, versions: ReadonlyArray<number>): void => {
     for (const v of versions) {
       const id = execution.byVersion.get(v)!
       documents.delete(id)
       locations.delete(id)
+      writes.delete(id)
       execution.byVersion.delete(v)
     }
-    if (execution.byVersion.size === 0) executions.delete(executionId)
+    if (execution.byVersion.size === 0) {
+      executions.delete(executionId)
+      records.delete(executionId)
+      return
+    }
+    // The record follows the newest checkpoint left.
+    const record = records.get(executionId)
+    const newest = execution.versions[execution.versions.length - 1]!
+    if (record !== undefined && record.latestVersion !== newest) {
+      record.latestVersion = newest
+      record.latestCheckpointId = execution.byVersion.get(newest)!
+    }
   }
 
-  const latestVersionOf = (executionId: string): number => {
-    const versions = executions.get(executionId)?.versions
-    return versions === undefined || versions.length === 0 ? 0 : versions[versions.length - 1]!
-  }
-
-  const unmet = (expect: Expectation | undefined): CheckpointConflict | undefined => {
-    if (expect === undefined) return undefined
-    const actual = latestVersionOf(expect.executionId)
-    return actual === expect.latestVersion ? undefined : expectationFailed(expect, actual)
-  }
-
-  const latestOf = (executionId: string) => {
+  const clearExecution = (executionId: string): void => {
     const execution = executions.get(executionId)
-    const version = execution?.versions[execution.versions.length - 1]
-    return version === undefined ? undefined : execution!.byVersion.get(version)!
+    if (execution !== undefined) removeVersions(executionId, execution, execution.versions.splice(0))
+    records.delete(executionId)
   }
+
+  const expectationMet = (
+    executionId: string,
+    expect: { readonly latestVersion: number; readonly latestCheckpointId?: string | undefined }
+  ): boolean => {
+    const record = records.get(executionId)
+    return record === undefined
+      ? expect.latestVersion === 0
+      : record.latestVersion === expect.latestVersion &&
+        (expect.latestCheckpointId === undefined || record.latestCheckpointId === expect.latestCheckpointId)
+  }
+
+  const insert = (batch: ReadonlyArray<Encoded>, options: InsertOptions) =>
+    Effect.suspend((): Effect.Effect<void, CheckpointConflict | LeaseLost> => {
+      const newest = new Map<string, Encoded>()
+      for (const e of batch) {
+        const current = newest.get(e.checkpoint.executionId)
+        if (current === undefined || current.checkpoint.version < e.checkpoint.version) newest.set(e.checkpoint.executionId, e)
+      }
+      for (const executionId of newest.keys()) {
+        const lost = leaseProblem(executionId, records.get(executionId)?.lease, options.owner, false, options.now)
+        if (lost !== undefined) return Effect.fail(lost)
+      }
+      const expect = options.expect
+      if (expect !== undefined && !expectationMet(expect.executionId, expect)) {
+        return Effect.fail(conflict.expectationFailed(expect, records.get(expect.executionId)?.latestVersion ?? 0))
+      }
+      for (const e of batch) {
+        const taken = takenBy(e.checkpoint)
+        if (taken !== undefined) return Effect.fail(taken)
+      }
+      batch.forEach(put)
+      for (const [executionId, { checkpoint: cp }] of newest) {
+        let record = records.get(executionId)
+        if (record === undefined) {
+          record = {
+            latestVersion: cp.version,
+            latestCheckpointId: cp.id,
+            updatedAt: cp.timestamp.getTime(),
+            status: options.patch.status ?? derivedStatus(cp),
+            wakeAt: undefined,
+            failure: undefined,
+            attempts: 0,
+            lease: undefined
+          }
+          records.set(executionId, record)
+        } else if (record.latestVersion < cp.version) {
+          record.latestVersion = cp.version
+          record.latestCheckpointId = cp.id
+          record.updatedAt = cp.timestamp.getTime()
+          record.status = options.patch.status ?? derivedStatus(cp)
+        } else if (options.patch.status !== undefined) {
+          record.status = options.patch.status
+        }
+        applyFields(record, options.patch, options.now)
+      }
+      return Effect.void
+    })
+
+  const saveWrites = (
+    checkpointId: string,
+    taskId: string,
+    batch: ReadonlyArray<EncodedWrite>,
+    options: { readonly owner: string | undefined; readonly patch: RecordPatch | undefined; readonly now: number }
+  ) =>
+    Effect.suspend((): Effect.Effect<void, CheckpointNotFound | CheckpointConflict | LeaseLost> => {
+      const location = locations.get(checkpointId)
+      if (location === undefined) return Effect.fail(new CheckpointNotFound({ id: checkpointId }))
+      const record = records.get(location.executionId)
+      const lost = leaseProblem(location.executionId, record?.lease, options.owner, false, options.now)
+      if (lost !== undefined) return Effect.fail(lost)
+      const task = writes.get(checkpointId)?.get(taskId)
+      for (const w of batch) {
+        if (task?.has(w.key)) {
+          return Effect.fail(conflict.writeTaken({ checkpointId, ...location }, taskId, w.key))
+        }
+      }
+      let byTask = writes.get(checkpointId)
+      if (byTask === undefined) {
+        byTask = new Map()
+        writes.set(checkpointId, byTask)
+      }
+      let keys = byTask.get(taskId)
+      if (keys === undefined) {
+        keys = new Map()
+        byTask.set(taskId, keys)
+      }
+      for (const w of batch) keys.set(w.key, w.json)
+      if (options.patch !== undefined && record !== undefined) patchRecord(record, options.patch, options.now)
+      return Effect.void
+    })
+
+  /** `updateExecution`'s changes: the status and its time, then the other fields. */
+  const patchRecord = (record: StoredRecord, patch: RecordPatch, now: number) => {
+    if (patch.status !== undefined) record.status = patch.status
+    if (patch.status !== undefined || patch.wakeAt !== undefined || patch.failure !== undefined) record.updatedAt = now
+    applyFields(record, patch, now)
+  }
+
+  const isDue = (r: StoredRecord, now: number): boolean => {
+    const free = r.lease === undefined || r.lease.expiresAt <= now
+    if (!free) return false
+    switch (r.status) {
+      case "pending":
+        return true
+      case "sleeping":
+        return r.wakeAt === undefined || r.wakeAt <= now
+      case "running":
+        return r.lease !== undefined
+      default:
+        return false
+    }
+  }
+
+  const matches = (query: ExecutionQuery) => ([executionId, r]: readonly [string, StoredRecord]): boolean =>
+    (query.statuses === undefined || query.statuses.includes(r.status)) &&
+    (query.updatedBefore === undefined || r.updatedAt < query.updatedBefore) &&
+    (query.updatedAfter === undefined || r.updatedAt > query.updatedAfter) &&
+    (query.after === undefined || r.updatedAt < query.after.updatedAt ||
+      (r.updatedAt === query.after.updatedAt && executionId < query.after.executionId))
 
   return {
-    // Each primitive runs synchronously inside one `Effect.suspend`, so it is atomic with respect to other fibers.
-    insert: (batch, expect) =>
-      Effect.suspend(() => {
-        const failed = unmet(expect)
-        if (failed !== undefined) return Effect.fail(failed)
-        for (const e of batch) {
-          const conflict = conflictOf(e)
-          if (conflict !== undefined) return Effect.fail(conflict)
-        }
-        batch.forEach(put)
-        return Effect.void
-      }),
-    insertOne: (e, expect) =>
-      Effect.suspend(() => {
-        const conflict = unmet(expect) ?? conflictOf(e)
-        if (conflict !== undefined) return Effect.fail(conflict)
-        put(e)
-        return Effect.void
-      }),
+    name: "memory",
+    insert,
+    insertOne: (e, options) => insert([e], options),
     load: (id) => Effect.suspend(() => documents.has(id) ? Effect.asSome(decodeId(id)) : Effect.succeedNone),
     list: (executionId, afterVersion, limit) =>
       Effect.suspend(() => {
@@ -124,12 +284,10 @@ export const memoryBackend = (state: MemoryState): Backend => {
       }),
     latest: (executionId) =>
       Effect.suspend(() => {
-        const id = latestOf(executionId)
-        return id === undefined ? Effect.succeedNone : Effect.asSome(decodeId(id))
+        const execution = executions.get(executionId)
+        const version = execution?.versions[execution.versions.length - 1]
+        return version === undefined ? Effect.succeedNone : Effect.asSome(decodeId(execution!.byVersion.get(version)!))
       }),
-    listExecutions: Effect.suspend(() =>
-      Effect.forEach([...executions.keys()], (executionId) => Effect.map(decodeId(latestOf(executionId)!), summarize))
-    ),
     delete: (id) =>
       Effect.sync(() => {
         const location = locations.get(id)
@@ -138,11 +296,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
         execution.versions.splice(upperBound(execution.versions, location.version) - 1, 1)
         removeVersions(location.executionId, execution, [location.version])
       }),
-    clear: (executionId) =>
-      Effect.sync(() => {
-        const execution = executions.get(executionId)
-        if (execution !== undefined) removeVersions(executionId, execution, [...execution.versions])
-      }),
+    clear: (executionId) => Effect.sync(() => clearExecution(executionId)),
     prune: (executionId, keep) =>
       Effect.sync(() => {
         const execution = executions.get(executionId)
@@ -150,6 +304,64 @@ export const memoryBackend = (state: MemoryState): Backend => {
         const removed = execution.versions.splice(0, execution.versions.length - keep)
         removeVersions(executionId, execution, removed)
         return removed.length
+      }),
+    saveWrites,
+    listWrites: (checkpointId) =>
+      Effect.sync(() => {
+        const byTask = writes.get(checkpointId)
+        if (byTask === undefined) return []
+        const out: Array<TaskWrite> = []
+        for (const taskId of [...byTask.keys()].sort()) {
+          for (const [key, json] of byTask.get(taskId)!) {
+            out.push({ taskId, key, value: JSON.parse(json) as Checkpoint.Json })
+          }
+        }
+        return out
+      }),
+    getExecution: (executionId) =>
+      Effect.sync(() => {
+        const record = records.get(executionId)
+        return record === undefined ? Option.none() : Option.some(toRecord(executionId, record))
+      }),
+    // A scan here: the Memory store is for tests and demos; the other stores answer from an index.
+    listExecutions: (query) =>
+      Effect.sync(() =>
+        [...records].filter(matches(query)).sort(newestFirst).slice(0, query.limit)
+          .map(([executionId, r]) => toRecord(executionId, r))
+      ),
+    updateExecution: (executionId, patch, options) =>
+      Effect.suspend((): Effect.Effect<ExecutionRecord, ExecutionNotFound | CheckpointConflict | LeaseLost> => {
+        const record = records.get(executionId)
+        if (record === undefined) return Effect.fail(new ExecutionNotFound({ executionId }))
+        const lost = leaseProblem(executionId, record.lease, options.owner, options.holds, options.now)
+        if (lost !== undefined) return Effect.fail(lost)
+        if (options.expect !== undefined && !expectationMet(executionId, options.expect)) {
+          return Effect.fail(conflict.expectationFailed({ executionId, ...options.expect }, record.latestVersion))
+        }
+        patchRecord(record, patch, options.now)
+        return Effect.succeed(toRecord(executionId, record))
+      }),
+    claim: ({ limit, now, owner, ttlMs }) =>
+      Effect.sync(() => {
+        const due = [...records].filter(([, r]) => isDue(r, now))
+          .sort((a, b) => a[1].updatedAt - b[1].updatedAt || (a[0] < b[0] ? -1 : 1))
+          .slice(0, limit)
+        return due.map(([executionId, r]) => {
+          r.status = "running"
+          r.attempts++
+          r.updatedAt = now
+          r.lease = { owner, expiresAt: now + ttlMs }
+          return toRecord(executionId, r)
+        })
+      }),
+    sweep: ({ before, force, now }) =>
+      Effect.sync(() => {
+        const gone = [...records].filter(([, r]) =>
+          r.updatedAt < before &&
+          (force || (r.status !== "interrupted" && r.status !== "sleeping" && (r.lease === undefined || r.lease.expiresAt <= now)))
+        )
+        for (const [executionId] of gone) clearExecution(executionId)
+        return gone.length
       })
   }
 }

@@ -6,6 +6,7 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
+import * as CheckpointBackend from "../CheckpointBackend.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import { makeState, memoryBackend } from "../internal/memoryBackend.js"
 
@@ -16,7 +17,7 @@ import { makeState, memoryBackend } from "../internal/memoryBackend.js"
  * @category constructors
  */
 export const make: Effect.Effect<CheckpointStore.Service> = Effect.sync(() =>
-  CheckpointStore.make(memoryBackend(makeState()))
+  CheckpointBackend.make(memoryBackend(makeState()))
 )
 
 /**

@@ -85,7 +85,7 @@ export const isSaveFailed = (cause: Cause.Cause<unknown>): boolean =>
 const isExpectationConflict = (cause: Cause.Cause<unknown>): boolean =>
   Option.exists(
     Cause.failureOption(cause),
-    (e) => e instanceof CheckpointConflict && e.expectedLatestVersion !== undefined
+    (e) => e instanceof CheckpointConflict && e.reason === "ExpectationFailed"
   )
 
 export const makeSaver = (
