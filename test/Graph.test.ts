@@ -190,13 +190,17 @@ describe("Graph builder and compile", () => {
         Graph.addNode("__end__", (s) => Effect.succeed(s)),
         Graph.addNode("lonely", (s) => Effect.succeed(s)),
         Graph.addNode("twice", (s) => Effect.succeed(s)),
+        Graph.addNode("orphan", (s) => Effect.succeed(s)),
         Graph.addEdge("a", "nowhere"),
+        Graph.addEdge("a", ["twice", "void"]),
         Graph.addEdge("ghost", "a"),
         Graph.addEdge("twice", "a"),
-        Graph.addConditionalEdges("twice", () => "a"),
+        Graph.addConditionalEdges("twice", () => "a", ["a", "elsewhere"]),
+        Graph.addEdge(["twice", "orphan"], "a"),
+        Graph.addEdge(["twice", "specter"], "a"),
         Graph.setEntryPoint("missing")
       )
-      const e2 = yield* Effect.flip(Graph.compile(broken, { interruptBefore: ["phantom"] }))
+      const e2 = yield* Effect.flip(Graph.compile(broken, { interruptBefore: ["phantom"], maxConcurrency: 0 }))
       const issues = e2.issues.join("\n")
       expect(issues).toContain(`node "a" is added twice`)
       expect(issues).toContain(`"__input__" is a reserved node name`)
@@ -204,14 +208,30 @@ describe("Graph builder and compile", () => {
       expect(issues).toContain(`"a" → "nowhere" points to an unknown node`)
       expect(issues).toContain(`starts at "ghost", which is not a node`)
       expect(issues).toContain(`node "lonely" has no way out`)
-      expect(issues).toContain(`node "twice" has 2 outgoing edges`)
+      expect(issues).toContain(`"a" → "void" points to an unknown node`)
+      expect(issues).toContain(`"twice" → "elsewhere" points to an unknown node`)
+      expect(issues).toContain(`the fan-in into "a" waits for "specter", which is not a node`)
       expect(issues).toContain(`the entry point "missing" is not a node`)
+      expect(issues).toContain("maxConcurrency must be a positive integer")
       expect(issues).toContain(`interrupt at "phantom"`)
       expect(e2.message).toContain("Invalid graph")
       const e3 = yield* Effect.flip(Graph.compile(linear(), { recursionLimit: 0 }))
       expect(e3.issues.join()).toContain("recursionLimit")
       const e4 = yield* Effect.flip(Graph.compileCheckpointable(broken).pipe(Effect.provide(MemoryStore.layer)))
       expect(e4._tag).toBe("GraphValidationError")
+      // A fan-in that waits for a node nothing leads to can never run.
+      const stuck = Graph.make(ProcessState).pipe(
+        Graph.addNode("a", (s) => Effect.succeed(s)),
+        Graph.addNode("b", (s) => Effect.succeed(s)),
+        Graph.addNode("c", (s) => Effect.succeed(s)),
+        Graph.addEdge("a", "c"),
+        Graph.addEdge(["a", "b"], "c"),
+        Graph.addEdge("b", Graph.END),
+        Graph.addEdge("c", Graph.END),
+        Graph.setEntryPoint("a")
+      )
+      const e5 = yield* Effect.flip(Graph.compile(stuck))
+      expect(e5.issues).toEqual([`the fan-in into "c" waits for "b", which can never run`])
     }))
 
   it.effect("a router that picks an unknown node fails the run with GraphValidationError", () =>
@@ -254,7 +274,7 @@ describe("Graph builder and compile", () => {
       const runnable = yield* Graph.compile(graph)
       type Invoke = ReturnType<typeof runnable.invoke>
       expectTypeOf<Effect.Effect.Error<Invoke>>().toEqualTypeOf<
-        Boom | Other | Graph.GraphValidationError | Graph.RecursionLimitExceeded
+        Boom | Other | Graph.GraphValidationError | Graph.RecursionLimitExceeded | Graph.InvalidUpdate | Graph.GraphInterrupted
       >()
       expectTypeOf<Effect.Effect.Context<Invoke>>().toEqualTypeOf<Greeter>()
       const greeter = Layer.succeed(Greeter, { greet: (s) => `hello ${s}` })
@@ -294,11 +314,11 @@ describe.each(stores)("compileCheckpointable on the %s store", (_name, storeLaye
       expect([...cps.map((c) => c.id)].sort()).toEqual(cps.map((c) => c.id))
     }))
 
-  test("invokeWithConfig is invoke; metadata is saved on every checkpoint of the run", () =>
+  test("metadata is saved on every checkpoint of the run", () =>
     Effect.gen(function*() {
       const runnable = yield* Graph.compileCheckpointable(linear())
       const executionId = yield* freshExecution()
-      yield* runnable.invokeWithConfig(input, { executionId, metadata: { user: "ada", tags: ["x"] } })
+      yield* runnable.invoke(input, { executionId, metadata: { user: "ada", tags: ["x"] } })
       const cps = yield* runnable.listCheckpoints(executionId)
       expect(cps.length).toBe(4)
       expect(cps.every((c) => c.metadata.user === "ada")).toBe(true)
@@ -621,7 +641,10 @@ describe("saving", () => {
       saveInterval: "30 seconds",
       maxCheckpoints: 10,
       durability: "async",
-      recursionLimit: 25
+      recursionLimit: 25,
+      maxSaveLag: "50 millis",
+      leaseTtl: "5 minutes",
+      sleepInProcess: "1 second"
     })
   })
 
