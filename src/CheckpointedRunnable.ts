@@ -344,7 +344,7 @@ export const compileCheckpointable = <S, I, E, R>(
     const invokeWith = (
       input: S,
       runOptions: RunOptions | undefined,
-      events: ((event: RunEvent<S>) => Effect.Effect<void>) | undefined
+      events: ((event: RunEvent<S>) => void) | undefined
     ): Effect.Effect<S, E | RunError, any> =>
       Effect.gen(function*() {
         const executionId = yield* executionIdOf(runOptions?.executionId)
@@ -435,13 +435,16 @@ export const compileCheckpointable = <S, I, E, R>(
     // --- streams ---------------------------------------------------------------
 
     const streamOf = <A>(
-      run: (events: (event: RunEvent<S>) => Effect.Effect<void>) => Effect.Effect<A, any, any>
+      run: (events: (event: RunEvent<S>) => void) => Effect.Effect<A, any, any>
     ): Stream.Stream<RunEvent<S>, any, any> =>
       Stream.unwrapScoped(Effect.gen(function*() {
         const queue = yield* Queue.unbounded<Exit.Exit<RunEvent<S>, Option.Option<unknown>>>()
+        const push = (event: RunEvent<S>) => {
+          queue.unsafeOffer(Exit.succeed(event))
+        }
         const offer = (event: RunEvent<S>) => Queue.offer(queue, Exit.succeed(event))
         yield* Effect.forkScoped(
-          run(offer).pipe(
+          run(push).pipe(
             Effect.matchCauseEffect({
               onSuccess: () => Queue.offer(queue, Exit.fail(Option.none())),
               onFailure: (cause) => {

@@ -55,7 +55,10 @@ export const jsonProblem = (value: unknown, root = "$"): string | undefined => {
           ancestors.delete(v)
           return undefined
         }
-        if (!isPlainObject(v)) return `${path} is ${describe(v)}, not a JSON value`
+        if (!isPlainObject(v)) {
+          return `${path} is ${describe(v)}, not a JSON value` +
+            (v instanceof Date ? " (in a state Schema, use Schema.Date, which encodes to ISO text, not Schema.DateFromSelf)" : "")
+        }
         ancestors.add(v)
         for (const key of Object.keys(v)) {
           const problem = visit(v[key], pathOf(path, key), depth + 1)

@@ -76,7 +76,7 @@ export interface Run<S> {
   /** `"direct"` runs settle their execution's status when they fail; a worker's runs leave it to the worker. */
   readonly mode: "direct" | "worker"
   readonly leaseTtl: Duration.Duration
-  readonly emit: ((event: RunEvent<S>) => Effect.Effect<void>) | undefined
+  readonly emit: ((event: RunEvent<S>) => void) | undefined
   /** The next checkpoint's version is `version + 1`, its parent `parentId`. */
   readonly chain: { version: number; parentId: Checkpoint.CheckpointId | undefined }
   boundary: Boundary<S>

@@ -94,7 +94,7 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
     from: Checkpoint.Checkpoint,
     state: S,
     resumeOptions: ResumeOptions<S> | undefined,
-    events: ((event: RunEvent<S>) => Effect.Effect<void>) | undefined
+    events: ((event: RunEvent<S>) => void) | undefined
   ): Effect.Effect<S, any, any> =>
     Effect.gen(function*() {
       const executionId = from.executionId
@@ -166,7 +166,7 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
   const resumeWith = (
     executionIdRaw: string | undefined,
     resumeOptions: ResumeOptions<S> | undefined,
-    events: ((event: RunEvent<S>) => Effect.Effect<void>) | undefined
+    events: ((event: RunEvent<S>) => void) | undefined
   ): Effect.Effect<S, any, any> =>
     Effect.gen(function*() {
       const executionId = yield* executionIdOf(executionIdRaw)

@@ -79,7 +79,8 @@ export const makeRunner = <S>(engine: Engine<S>) => {
     | { readonly _tag: "Interrupted"; readonly error: GraphInterrupted }
     | { readonly _tag: "Suspended"; readonly error: GraphSuspended }
 
-  const emit = (run: Run<S>, event: () => RunEvent<S>) => run.emit === undefined ? Effect.void : run.emit(event())
+  const emit = (run: Run<S>, event: () => RunEvent<S>) =>
+    run.emit === undefined ? Effect.void : Effect.sync(() => run.emit!(event()))
 
   const runTask = (run: Run<S>, b: Boundary<S>, task: Task, multi: boolean): Effect.Effect<Outcome, any, any> => {
     const saved = b.writes.get(task.id)
@@ -364,7 +365,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
     /** The chain of the next checkpoint (the boundary's, when it is saved). */
     readonly chain: { version: number; parentId: Checkpoint.CheckpointId | undefined }
     readonly rebase: boolean
-    readonly emit: ((event: RunEvent<S>) => Effect.Effect<void>) | undefined
+    readonly emit: ((event: RunEvent<S>) => void) | undefined
     readonly now: number
   }): Run<S> => {
     const run: Run<S> = {
@@ -390,7 +391,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
         },
         onLanded: args.emit === undefined
           ? undefined
-          : (checkpoint) => Effect.runFork(args.emit!({ _tag: "CheckpointSaved", checkpoint }))
+          : (checkpoint) => args.emit!({ _tag: "CheckpointSaved", checkpoint })
       })
     }
     return run
