@@ -20,7 +20,7 @@
  *
  * @since 0.2.0
  */
-import { Clock, Duration, Effect, Either, Option } from "effect"
+import { Cause, Clock, Duration, Effect, Either, FiberRef, LogLevel, Metric, Option } from "effect"
 import * as Checkpoint from "./Checkpoint.js"
 import {
   CheckpointConflict,
@@ -35,6 +35,8 @@ import {
 } from "./CheckpointError.js"
 import type * as CheckpointStore from "./CheckpointStore.js"
 import { statuses, unfinished } from "./CheckpointStore.js"
+import { forBackend } from "./internal/telemetry.js"
+import * as Telemetry from "./Telemetry.js"
 import { checkId, idProblem, isValidId } from "./internal/identifier.js"
 import { type Encoded, toEncoded } from "./internal/codec.js"
 import { isPlainObject, jsonProblem } from "./internal/json.js"
@@ -606,6 +608,75 @@ const checkWrites = (
 
 const encodeError = (id: string, message: string): CheckpointEncodeError => new CheckpointEncodeError({ id, message })
 
+/** Spans, metrics and logs around a store's operations. */
+const instrument = (name: string) => {
+  const metrics = forBackend(name)
+  const counted = (operation: string) => (cause: Cause.Cause<unknown>) => {
+    const error = Option.getOrUndefined(Cause.failureOption(cause))
+    if (error instanceof CheckpointConflict) {
+      return Metric.update(Telemetry.conflicts.pipe(Metric.tagged("backend", name), Metric.tagged("reason", error.reason)), 1)
+    }
+    if (error === undefined) return Effect.void
+    const tag = typeof error === "object" && error !== null && "_tag" in error ? String(error._tag) : "Unknown"
+    return Metric.update(
+      Telemetry.errors.pipe(Metric.tagged("backend", name), Metric.tagged("operation", operation), Metric.tagged("tag", tag)),
+      1
+    )
+  }
+  /** A span (without a stack capture: it is on every save's path) and, on failure, a counted error. */
+  const op = <A, E, R>(
+    operation: string,
+    attributes: Record<string, unknown>,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, R> =>
+    effect.pipe(
+      Effect.tapErrorCause(counted(operation)),
+      Effect.withSpan(`checkpoint.${operation}`, {
+        kind: "client",
+        captureStackTrace: false,
+        attributes: { "checkpoint.backend": name, ...attributes }
+      })
+    )
+  /** A read: counted, then as {@link op}. */
+  const read = <A, E, R>(operation: string, attributes: Record<string, unknown>, effect: Effect.Effect<A, E, R>) =>
+    op(operation, attributes, Effect.tap(effect, () => Effect.sync(() => metrics.loads.unsafeUpdate(1, []))))
+  /** A checkpoint save: its latency, the checkpoints and their bytes counted, a debug log. */
+  const saved = <A, E, R>(
+    operation: string,
+    encoded: ReadonlyArray<Encoded>,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, R> => {
+    const first = encoded[0]?.checkpoint
+    let bytes = 0
+    for (const e of encoded) bytes += e.document.length
+    const attributes = first === undefined ? {} : {
+      "checkpoint.execution_id": first.executionId,
+      "checkpoint.id": first.id,
+      "checkpoint.version": encoded[encoded.length - 1]!.checkpoint.version,
+      "checkpoint.node": first.nodeName,
+      "checkpoint.bytes": bytes,
+      "checkpoint.count": encoded.length
+    }
+    return op(
+      operation,
+      attributes,
+      Effect.clockWith((clock) => {
+        const start = clock.unsafeCurrentTimeNanos()
+        return Effect.tap(effect, () =>
+          Effect.flatMap(FiberRef.get(FiberRef.currentMinimumLogLevel), (level) => {
+            metrics.saveLatency.unsafeUpdate(Number(clock.unsafeCurrentTimeNanos() - start) / 1e6, [])
+            metrics.saves.unsafeUpdate(encoded.length, [])
+            metrics.checkpointBytes.unsafeUpdate(bytes, [])
+            return LogLevel.greaterThan(level, LogLevel.Debug)
+              ? Effect.void
+              : Effect.annotateLogs(Effect.logDebug(`saved ${encoded.length} checkpoint(s)`), attributes)
+          }))
+      })
+    )
+  }
+  return { op, read, saved }
+}
+
 /**
  * Builds the whole `CheckpointStore` service from a backend's primitives.
  * It refuses bad ids, values and options before the backend sees them (so a
@@ -621,6 +692,7 @@ const encodeError = (id: string, message: string): CheckpointEncodeError => new 
 export const make = (backend: Backend): CheckpointStore.Service => {
   const insertOne = backend.insertOne ?? ((e: Encoded, options: InsertOptions) => backend.insert([e], options))
   const now = Clock.currentTimeMillis
+  const { op, read, saved } = instrument(backend.name)
 
   /** The insert options of a save, checked. */
   const insertOptions = (
@@ -666,7 +738,7 @@ export const make = (backend: Backend): CheckpointStore.Service => {
         if (Either.isLeft(resolved)) return Effect.fail(resolved.left)
         return Effect.flatMap(
           updateOptions(owner, holds, expect),
-          (options) => backend.updateExecution(executionId, resolved.right, options)
+          (options) => op("updateExecution", { "checkpoint.execution_id": executionId }, backend.updateExecution(executionId, resolved.right, options))
         )
       })
     )
@@ -676,24 +748,28 @@ export const make = (backend: Backend): CheckpointStore.Service => {
       Effect.flatMap(insertOptions(options), (resolved) =>
         Effect.flatMap(
           Effect.suspend(() => toEncodedLazy(cp)),
-          (e) => insertOne(e, resolved)
+          (e) => saved("save", [e], insertOne(e, resolved))
         )),
     saveMany: (cps, options) =>
       Effect.flatMap(insertOptions(options), (resolved) => {
         if (cps.length === 0) return Effect.void
         return Effect.flatMap(Effect.forEach(cps, toEncodedLazy), (encoded) => {
           const collision = batchConflict(encoded)
-          return collision === undefined ? backend.insert(encoded, resolved) : Effect.fail(collision)
+          return collision === undefined ? saved("saveMany", encoded, backend.insert(encoded, resolved)) : Effect.fail(collision)
         })
       }),
     load: (id) =>
       guard(
         "CheckpointId",
         id,
-        Effect.flatMap(backend.load(id), Option.match({
-          onNone: () => Effect.fail(new CheckpointNotFound({ id })),
-          onSome: Effect.succeed
-        }))
+        read(
+          "load",
+          { "checkpoint.id": id },
+          Effect.flatMap(backend.load(id), Option.match({
+            onNone: () => Effect.fail(new CheckpointNotFound({ id })),
+            onSome: Effect.succeed
+          }))
+        )
       ),
     list: (executionId, options) => {
       const limit = options?.limit === undefined ? undefined : Math.floor(options.limit)
@@ -704,17 +780,27 @@ export const make = (backend: Backend): CheckpointStore.Service => {
         executionId,
         limit !== undefined && !(limit > 0) || afterVersion >= Checkpoint.MAX_VERSION
           ? Effect.succeed([])
-          : backend.list(executionId, afterVersion, limit === undefined || limit === Infinity ? undefined : limit)
+          : read(
+            "list",
+            { "checkpoint.execution_id": executionId },
+            backend.list(executionId, afterVersion, limit === undefined || limit === Infinity ? undefined : limit)
+          )
       )
     },
-    latest: (executionId) => guard("ExecutionId", executionId, backend.latest(executionId)),
-    delete: (id) => guard("CheckpointId", id, backend.delete(id)),
-    clear: (executionId) => guard("ExecutionId", executionId, backend.clear(executionId)),
+    latest: (executionId) =>
+      guard("ExecutionId", executionId, read("latest", { "checkpoint.execution_id": executionId }, backend.latest(executionId))),
+    delete: (id) => guard("CheckpointId", id, op("delete", { "checkpoint.id": id }, backend.delete(id))),
+    clear: (executionId) =>
+      guard("ExecutionId", executionId, op("clear", { "checkpoint.execution_id": executionId }, backend.clear(executionId))),
     prune: (executionId, keep) =>
       guard(
         "ExecutionId",
         executionId,
-        backend.prune(executionId, Number.isNaN(keep) ? 0 : Math.min(Checkpoint.MAX_VERSION, Math.max(0, Math.floor(keep))))
+        op(
+          "prune",
+          { "checkpoint.execution_id": executionId },
+          backend.prune(executionId, Number.isNaN(keep) ? 0 : Math.min(Checkpoint.MAX_VERSION, Math.max(0, Math.floor(keep))))
+        )
       ),
 
     saveWrites: (checkpointId, taskId, writes, options) =>
@@ -730,16 +816,26 @@ export const make = (backend: Backend): CheckpointStore.Service => {
           if (patch !== undefined && Either.isLeft(patch)) return Effect.fail(patch.left)
           if (checked.right.length === 0 && patch === undefined) return Effect.void
           return Effect.flatMap(now, (ms) =>
-            backend.saveWrites(checkpointId, taskId, checked.right, {
-              owner: options?.owner,
-              patch: patch === undefined ? undefined : patch.right,
-              now: ms
-            }))
+            op(
+              "saveWrites",
+              { "checkpoint.id": checkpointId, "checkpoint.task_id": taskId, "checkpoint.count": checked.right.length },
+              backend.saveWrites(checkpointId, taskId, checked.right, {
+                owner: options?.owner,
+                patch: patch === undefined ? undefined : patch.right,
+                now: ms
+              })
+            ))
         })
       ),
-    listWrites: (checkpointId) => guard("CheckpointId", checkpointId, backend.listWrites(checkpointId)),
+    listWrites: (checkpointId) =>
+      guard("CheckpointId", checkpointId, read("listWrites", { "checkpoint.id": checkpointId }, backend.listWrites(checkpointId))),
 
-    getExecution: (executionId) => guard("ExecutionId", executionId, backend.getExecution(executionId)),
+    getExecution: (executionId) =>
+      guard(
+        "ExecutionId",
+        executionId,
+        read("getExecution", { "checkpoint.execution_id": executionId }, backend.getExecution(executionId))
+      ),
     listExecutions: (options) =>
       Effect.suspend((): Effect.Effect<CheckpointStore.ExecutionPage, CheckpointDecodeError | CheckpointStore.StoreError> => {
         const requested = options?.limit === undefined ? DEFAULT_PAGE : Math.floor(options.limit)
@@ -765,13 +861,13 @@ export const make = (backend: Backend): CheckpointStore.Service => {
         const after = time(options?.updatedAfter, "updatedAfter")
         if (Either.isLeft(after)) return Effect.fail(after.left)
         return Effect.map(
-          backend.listExecutions({
+          read("listExecutions", {}, backend.listExecutions({
             statuses: statusesWanted === undefined ? undefined : [...new Set(statusesWanted)],
             limit: limit + 1,
             after: cursor === undefined ? undefined : cursor.right,
             updatedBefore: before.right,
             updatedAfter: after.right
-          }),
+          })),
           (rows): CheckpointStore.ExecutionPage =>
             rows.length > limit
               ? { executions: rows.slice(0, limit), cursor: encodeCursor(rows[limit - 1]!) }
@@ -802,7 +898,7 @@ export const make = (backend: Backend): CheckpointStore.Service => {
         const limit = Math.floor(options.limit)
         if (!(limit > 0)) return Effect.succeed([])
         return Effect.flatMap(now, (ms) =>
-          backend.claim({ owner: options.owner, ttlMs: ttl.right, limit: Math.min(limit, MAX_PAGE), now: ms }))
+          op("claim", { "checkpoint.owner": options.owner }, backend.claim({ owner: options.owner, ttlMs: ttl.right, limit: Math.min(limit, MAX_PAGE), now: ms })))
       }),
     sweep: (options) =>
       Effect.suspend((): Effect.Effect<number, CheckpointStore.StoreError> => {
@@ -810,7 +906,7 @@ export const make = (backend: Backend): CheckpointStore.Service => {
         if (!(before instanceof Date) || !Number.isFinite(before.getTime())) {
           return Effect.fail(new InvalidOption({ option: "before", message: "before must be a valid Date" }))
         }
-        return Effect.flatMap(now, (ms) => backend.sweep({ before: before.getTime(), force: options.force === true, now: ms }))
+        return Effect.flatMap(now, (ms) => op("sweep", {}, backend.sweep({ before: before.getTime(), force: options.force === true, now: ms })))
       })
   }
 }

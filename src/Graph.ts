@@ -402,7 +402,8 @@ export const compile = <S, I, E, R>(
             onLeft: Effect.fail,
             onRight: Effect.succeed
           })
-          const plan = yield* planNext(compiled, tasks, state, joins)
+          const planned = planNext(compiled, tasks, state, joins)
+          const plan = Effect.isEffect(planned) ? yield* planned : planned
           tasks = makeTasks(plan.next)
           joins = plan.joins
         }
@@ -411,15 +412,21 @@ export const compile = <S, I, E, R>(
   }))
 
 /** The context of a task of a plain run: nothing is saved, nothing can be resumed. */
-const plainContext = (node: string, taskId: string): context.NodeContextService => ({
-  executionId: "",
-  checkpointId: "",
-  taskId,
-  node,
-  saved: new Map(),
-  write: () => Effect.void,
-  resumeValue: () => Option.none(),
-  inProcessSleepMs: Number.POSITIVE_INFINITY,
-  stepNames: new Set(),
-  counters: { interrupts: 0, sleeps: 0 }
-})
+const plainContext = (node: string, taskId: string): context.NodeContextService => {
+  const steps = new Set<string>()
+  let interrupts = 0
+  let sleeps = 0
+  return {
+    executionId: "",
+    checkpointId: "",
+    taskId,
+    node,
+    saved: new Map(),
+    write: () => Effect.void,
+    resumeValue: () => Option.none(),
+    inProcessSleepMs: Number.POSITIVE_INFINITY,
+    claimStep: (name) => steps.has(name) ? false : (steps.add(name), true),
+    nextInterrupt: () => interrupts++,
+    nextSleep: () => sleeps++
+  }
+}

@@ -49,7 +49,7 @@ export const checkpointProblem = (
   if (cp.runtime !== undefined && !isPlainObject(cp.runtime)) return fail("runtime must be a JSON object")
   const problem = jsonProblem(cp.state, "state") ?? jsonProblem(cp.metadata, "metadata") ??
     (cp.runtime === undefined ? undefined : jsonProblem(cp.runtime, "runtime"))
-  return problem === undefined ? undefined : fail(problem)
+  return problem === undefined ? undefined : fail(`checkpoint of node ${JSON.stringify(cp.nodeName)}: ${problem}`)
 }
 
 // -----------------------------------------------------------------------------

@@ -35,10 +35,12 @@ export interface NodeContextService {
   readonly resumeValue: (index: number) => Option.Option<unknown>
   /** How long a sleep may wait in process before the run suspends instead. */
   readonly inProcessSleepMs: number
-  /** The step names used so far by this run of the task. */
-  readonly stepNames: Set<string>
-  /** Counters of this run of the task. */
-  readonly counters: { interrupts: number; sleeps: number }
+  /** Marks a step name as used by this run of the task; `false` if it was used already. */
+  readonly claimStep: (name: string) => boolean
+  /** The index of the task's next interrupt (0, 1, …). */
+  readonly nextInterrupt: () => number
+  /** The index of the task's next sleep (0, 1, …). */
+  readonly nextSleep: () => number
 }
 
 /**
@@ -82,10 +84,9 @@ export const step = <A, I, E, R>(
     if (!isValidId(name) || name.length > MAX_STEP_NAME) {
       return Effect.fail(new InvalidStep({ name, node: ctx.node, message: `step name ${JSON.stringify(name)} must be 1–${MAX_STEP_NAME} characters of [A-Za-z0-9._:-]` }))
     }
-    if (ctx.stepNames.has(name)) {
+    if (!ctx.claimStep(name)) {
       return Effect.fail(new InvalidStep({ name, node: ctx.node, message: `step ${JSON.stringify(name)} runs twice in one task of node ${JSON.stringify(ctx.node)}: step names must be unique in a task` }))
     }
-    ctx.stepNames.add(name)
     const key = `step:${name}`
     const saved = ctx.saved.get(key)
     if (saved !== undefined) {
@@ -117,7 +118,7 @@ export const interrupt = <A, I>(
   payload: unknown
 ): Effect.Effect<A, GraphInterrupted | InvalidResume | PrimitiveError, NodeContext> =>
   Effect.flatMap(NodeContext, (ctx): Effect.Effect<A, GraphInterrupted | InvalidResume | PrimitiveError> => {
-    const index = ctx.counters.interrupts++
+    const index = ctx.nextInterrupt()
     const interruptId = interruptIdOf(ctx.checkpointId, ctx.taskId, index)
     const answered = ctx.saved.get(`resume:${index}`)
     if (answered !== undefined) {
@@ -167,7 +168,7 @@ export const interrupt = <A, I>(
 /** See `Graph.sleepUntil`. */
 export const sleepUntil = (wakeAt: Date): Effect.Effect<void, GraphSuspended | PrimitiveError, NodeContext> =>
   Effect.flatMap(NodeContext, (ctx): Effect.Effect<void, GraphSuspended | PrimitiveError> => {
-    const index = ctx.counters.sleeps++
+    const index = ctx.nextSleep()
     const key = `sleep:${index}`
     const saved = ctx.saved.get(key)
     const savedWake = typeof saved === "object" && saved !== null && !Array.isArray(saved)

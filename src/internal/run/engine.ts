@@ -15,6 +15,7 @@ import { type Compiled, GraphValidationError, INPUT, UPDATE } from "../graph.js"
 import { checkId } from "../identifier.js"
 import { isPlainObject } from "../json.js"
 import { uuidv7 } from "../uuid.js"
+import type { NodeContextService } from "./context.js"
 import type { Item, Saver } from "./saver.js"
 import { makeStateCodec } from "./stateCodec.js"
 import { type JoinProgress, makeTasks, type Task } from "./superstep.js"
@@ -80,12 +81,16 @@ export interface Run<S> {
   /** The next checkpoint's version is `version + 1`, its parent `parentId`. */
   readonly chain: { version: number; parentId: Checkpoint.CheckpointId | undefined }
   boundary: Boundary<S>
+  /** The NodeContext of the run's single-task supersteps (see `runner.ts`). */
+  context: NodeContextService & { readonly reset: (b: Boundary<S>, task: Task) => unknown }
   supersteps: number
   /** When the lease was last taken or renewed (Clock ms). */
   leaseAt: number
 }
 
 export const PAUSE_TASK = "pause"
+/** The saved writes of a task that has none. */
+export const noWrites: ReadonlyMap<string, Checkpoint.Json> = new Map()
 export const emptyWrites: ReadonlyMap<string, ReadonlyMap<string, Checkpoint.Json>> = new Map()
 export const emptyFired: ReadonlySet<string> = new Set()
 export const emptyAnswers: ReadonlyMap<string, ReadonlyMap<number, unknown>> = new Map()
@@ -190,21 +195,22 @@ export const makeEngine = <S>(args: {
 
   // --- checkpoints ---------------------------------------------------------
 
-  /** A checkpoint's fields, with a fresh id and the time of now (its state already encoded). */
+  /** A checkpoint's fields at `now`, with a fresh id (its state already encoded). */
+  const draftAt = (
+    now: number,
+    nodeName: string,
+    state: Checkpoint.Json,
+    next: ReadonlyArray<string>,
+    runtime: Checkpoint.JsonObject | undefined
+  ): Draft => ({ id: uuidv7(now) as Checkpoint.CheckpointId, nodeName, state, next, runtime, timestamp: new Date(now) })
+
+  /** {@link draftAt} the `Clock`'s now. */
   const draftOf = (
     nodeName: string,
     state: Checkpoint.Json,
     next: ReadonlyArray<string>,
     runtime: Checkpoint.JsonObject | undefined
-  ): Effect.Effect<Draft> =>
-    Effect.map(Clock.currentTimeMillis, (now) => ({
-      id: uuidv7(now) as Checkpoint.CheckpointId,
-      nodeName,
-      state,
-      next,
-      runtime,
-      timestamp: new Date(now)
-    }))
+  ): Effect.Effect<Draft> => Effect.map(Clock.currentTimeMillis, (now) => draftAt(now, nodeName, state, next, runtime))
 
   /** The draft as the next checkpoint of the chain (which moves on to it). */
   const materialize = (
@@ -348,6 +354,7 @@ export const makeEngine = <S>(args: {
     encode,
     decode,
     typed,
+    draftAt,
     draftOf,
     materialize,
     makeCheckpoint,

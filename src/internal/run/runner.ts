@@ -20,13 +20,13 @@ import {
   type Update
 } from "../graph.js"
 import { NodeContext, type NodeContextService } from "./context.js"
-import { type Boundary, emptyAnswers, emptyFired, emptyWrites, type Engine, failureOf, PAUSE_TASK, type Run, runtimeOf } from "./engine.js"
+import { type Boundary, emptyAnswers, noWrites, emptyFired, emptyWrites, type Engine, failureOf, PAUSE_TASK, type Run, runtimeOf } from "./engine.js"
 import { type Failure, isSaveFailed, type Item, makeSaver, SaveFailed, saveFailed, type WriteError } from "./saver.js"
 import { applyUpdates, type Finished, makeTasks, planNext, stepName, type Task, viewOf } from "./superstep.js"
 
 /** Builds the run functions of an engine. */
 export const makeRunner = <S>(engine: Engine<S>) => {
-  const { active, clockTick, codec, compiled, draftOf, durations, encode, encodeSends, interruptAfter, interruptBefore, known, materialize, maxCheckpoints, options, remember, saving, store } = engine
+  const { active, clockTick, codec, compiled, draftAt, durations, encodeSends, interruptAfter, interruptBefore, known, materialize, maxCheckpoints, options, remember, saving, store } = engine
   // --- saving ----------------------------------------------------------------
 
   /** The execution record change a checkpoint's save carries. */
@@ -36,6 +36,9 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       : { lease: null }
 
   /** Hands the boundary checkpoint (and the task writes made while it waited) to the save queue. */
+  /** Whether a superstep waits for checkpoints older than `maxSaveLag` ("async" saves only). */
+  const lagBounded = saving && options.durability === "async"
+
   const saveBoundary = (run: Run<S>, wait: boolean): Effect.Effect<void, SaveFailed> =>
     Effect.suspend(() => {
       const b = run.boundary
@@ -74,117 +77,146 @@ export const makeRunner = <S>(engine: Engine<S>) => {
 
   // --- a superstep -----------------------------------------------------------
 
-  type Outcome =
-    | { readonly _tag: "Done"; readonly finished: Finished }
-    | { readonly _tag: "Interrupted"; readonly error: GraphInterrupted }
-    | { readonly _tag: "Suspended"; readonly error: GraphSuspended }
+  const emit = (run: Run<S>, event: () => RunEvent<S>) => {
+    if (run.emit !== undefined) run.emit(event())
+  }
 
-  const emit = (run: Run<S>, event: () => RunEvent<S>) =>
-    run.emit === undefined ? Effect.void : Effect.sync(() => run.emit!(event()))
+  const isStop = (e: unknown): e is GraphInterrupted | GraphSuspended =>
+    e instanceof GraphInterrupted || e instanceof GraphSuspended
 
-  const runTask = (run: Run<S>, b: Boundary<S>, task: Task, multi: boolean): Effect.Effect<Outcome, any, any> => {
-    const saved = b.writes.get(task.id)
-    const replay = saved?.get("update")
-    if (replay !== undefined) {
-      return Either.match(codec.decodeUpdate(replay, b.id), {
-        onLeft: Effect.fail,
-        onRight: (update) =>
-          Effect.as(
-            emit(run, () => ({
-              _tag: "TaskFinished",
-              executionId: run.executionId,
-              superstep: run.supersteps,
-              node: task.node,
-              taskId: task.id,
-              update: update as Update<S>,
-              replayed: true
-            })),
-            { _tag: "Done", finished: { task, update } } as Outcome
-          )
-      })
+  /**
+   * The NodeContext of a task: its saved writes, a way to save more, the
+   * answers a resume gave it. A run's single-task supersteps share one (reset
+   * for each task), provided once for the whole run; each task of a
+   * multi-task superstep gets its own.
+   */
+  class TaskContext implements NodeContextService {
+    executionId: string
+    checkpointId = ""
+    taskId = ""
+    node = ""
+    saved: ReadonlyMap<string, Checkpoint.Json> = noWrites
+    readonly inProcessSleepMs = durations.sleepInProcess
+    private b: Boundary<S> | undefined
+    private steps: Set<string> | undefined
+    private interrupts = 0
+    private sleeps = 0
+    constructor(readonly run: Run<S>) {
+      this.executionId = run.executionId
     }
-    const answers = b.answers.get(task.id)
-    const context: NodeContextService = {
+    reset(b: Boundary<S>, task: Task): this {
+      this.b = b
+      this.checkpointId = b.id
+      this.taskId = task.id
+      this.node = task.node
+      this.saved = b.writes.get(task.id) ?? noWrites
+      this.steps = undefined
+      this.interrupts = 0
+      this.sleeps = 0
+      return this
+    }
+    // A failed write stops the run with the store's own error (the queue keeps it; see `execute`).
+    write = (key: string, value: Checkpoint.Json, execution?: CheckpointStore.ExecutionPatch) =>
+      writeTask(this.run, this.b!, this.taskId, [{ key, value }], execution, true) as unknown as Effect.Effect<void, WriteError>
+    resumeValue = (index: number) => {
+      const answers = this.b!.answers.get(this.taskId)
+      return answers === undefined || !answers.has(index) ? Option.none() : Option.some(answers.get(index))
+    }
+    claimStep = (name: string) => {
+      this.steps ??= new Set()
+      if (this.steps.has(name)) return false
+      this.steps.add(name)
+      return true
+    }
+    nextInterrupt = () => this.interrupts++
+    nextSleep = () => this.sleeps++
+  }
+
+  const finishedEvent = (run: Run<S>, task: Task, update: unknown, replayed: boolean) =>
+    emit(run, () => ({
+      _tag: "TaskFinished",
       executionId: run.executionId,
-      checkpointId: b.id,
-      taskId: task.id,
+      superstep: run.supersteps,
       node: task.node,
-      saved: saved ?? new Map(),
-      // A failed write stops the run with the store's own error (the queue keeps it; see `execute`).
-      write: (key, value, execution) =>
-        writeTask(run, b, task.id, [{ key, value }], execution, true) as unknown as Effect.Effect<void, WriteError>,
-      resumeValue: (index) => answers === undefined || !answers.has(index) ? Option.none() : Option.some(answers.get(index)),
-      inProcessSleepMs: durations.sleepInProcess,
-      stepNames: new Set(),
-      counters: { interrupts: 0, sleeps: 0 }
+      taskId: task.id,
+      update: update as Update<S>,
+      replayed
+    }))
+
+  /** Runs one task (or applies its saved update) and returns its update; interrupts and suspensions fail it. */
+  const runTask = (run: Run<S>, b: Boundary<S>, task: Task, multi: boolean): Effect.Effect<unknown, any, any> => {
+    const replay = b.writes.get(task.id)?.get("update")
+    if (replay !== undefined) {
+      const decoded = codec.decodeUpdate(replay, b.id)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+      finishedEvent(run, task, decoded.right, true)
+      return Effect.succeed(decoded.right)
     }
-    const node = compiled.nodes.get(task.node)!
-    const started = emit(run, () => ({
+    emit(run, () => ({
       _tag: "TaskStarted",
       executionId: run.executionId,
       superstep: run.supersteps,
       node: task.node,
       taskId: task.id
     }))
-    return started.pipe(
-      Effect.zipRight(Effect.provideService(node(viewOf(b.state, task)), NodeContext, context)),
-      Effect.tap((update) => {
-        if (!multi) return Effect.void
-        // Each finished task's update is saved at once: a sibling's failure or a crash does not lose it.
-        return Either.match(codec.encodeUpdate(update, task.node), {
-          onLeft: Effect.fail,
-          onRight: (value) => writeTask(run, b, task.id, [{ key: "update", value }], undefined, options.durability === "sync")
-        })
-      }),
-      Effect.tap((update) =>
-        emit(run, () => ({
-          _tag: "TaskFinished",
-          executionId: run.executionId,
-          superstep: run.supersteps,
-          node: task.node,
-          taskId: task.id,
-          update,
-          replayed: false
-        }))
-      ),
-      Effect.map((update): Outcome => ({ _tag: "Done", finished: { task, update } })),
-      Effect.catchIf(
-        (e): e is GraphInterrupted | GraphSuspended => e instanceof GraphInterrupted || e instanceof GraphSuspended,
-        (e): Effect.Effect<Outcome> =>
-          Effect.succeed(e instanceof GraphInterrupted ? { _tag: "Interrupted", error: e } : { _tag: "Suspended", error: e })
-      )
-    )
+    const node = compiled.nodes.get(task.node)!(viewOf(b.state, task))
+    const ran = multi
+      ? Effect.provideService(node, NodeContext, new TaskContext(run).reset(b, task))
+      : (run.context.reset(b, task), node)
+    return Effect.flatMap(ran, (update): Effect.Effect<unknown, any> => {
+      if (!multi) {
+        finishedEvent(run, task, update, false)
+        return Effect.succeed(update)
+      }
+      // Each finished task's update is saved at once: a sibling's failure or a crash does not lose it.
+      const value = codec.encodeUpdate(update, task.node)
+      if (Either.isLeft(value)) return Effect.fail(value.left)
+      return Effect.as(
+        writeTask(run, b, task.id, [{ key: "update", value: value.right }], undefined, options.durability === "sync"),
+        update
+      ).pipe(Effect.tap(() => finishedEvent(run, task, update, false)))
+    })
   }
 
   /** Runs the boundary's tasks (concurrently when there are several) and returns their updates in task order. */
-  const runTasks = (run: Run<S>, b: Boundary<S>): Effect.Effect<ReadonlyArray<Finished>, any, any> =>
-    Effect.gen(function*() {
-      const multi = b.tasks.length > 1
-      const outcomes: ReadonlyArray<Outcome> = yield* Effect.forEach(
-        b.tasks,
-        (task) => runTask(run, b, task, multi),
-        multi ? { concurrency: compiled.maxConcurrency ?? "unbounded" } : undefined
-      )
+  const runTasks = (run: Run<S>, b: Boundary<S>): Effect.Effect<ReadonlyArray<Finished>, any, any> => {
+    if (b.tasks.length === 1) {
+      const task = b.tasks[0]!
+      return Effect.map(runTask(run, b, task, false), (update) => [{ task, update }])
+    }
+    // Interrupts and suspensions do not stop the siblings (all of a superstep's interrupts are collected);
+    // any other failure does: the first one in time fails the superstep and interrupts the others.
+    return Effect.forEach(
+      b.tasks,
+      (task) =>
+        Effect.catchIf(
+          Effect.map(runTask(run, b, task, true), (update): Finished | GraphInterrupted | GraphSuspended => ({ task, update })),
+          isStop,
+          (e) => Effect.succeed(e)
+        ),
+      { concurrency: compiled.maxConcurrency ?? "unbounded" }
+    ).pipe(Effect.flatMap((outcomes): Effect.Effect<ReadonlyArray<Finished>, GraphInterrupted | GraphSuspended> => {
       const interrupts: Array<GraphInterrupted> = []
       const suspensions: Array<GraphSuspended> = []
       const finished: Array<Finished> = []
       for (const outcome of outcomes) {
-        if (outcome._tag === "Done") finished.push(outcome.finished)
-        else if (outcome._tag === "Interrupted") interrupts.push(outcome.error)
-        else suspensions.push(outcome.error)
+        if (outcome instanceof GraphInterrupted) interrupts.push(outcome)
+        else if (outcome instanceof GraphSuspended) suspensions.push(outcome)
+        else finished.push(outcome)
       }
       if (interrupts.length > 0) {
         const first = interrupts[0]!
         const pending: Array<PendingInterrupt> = interrupts.flatMap((i) =>
           i.interruptId === undefined ? [] : [{ interruptId: i.interruptId, node: i.node, payload: i.payload ?? null }]
         )
-        return yield* Effect.fail(interrupts.length === 1 ? first : new GraphInterrupted({ ...first, interrupts: pending }))
+        return Effect.fail(interrupts.length === 1 ? first : new GraphInterrupted({ ...first, interrupts: pending }))
       }
       if (suspensions.length > 0) {
-        return yield* Effect.fail(suspensions.reduce((a, b) => a.wakeAt.getTime() <= b.wakeAt.getTime() ? a : b))
+        return Effect.fail(suspensions.reduce((x, y) => x.wakeAt.getTime() <= y.wakeAt.getTime() ? x : y))
       }
-      return finished
-    })
+      return Effect.succeed(finished)
+    }))
+  }
 
   // --- pauses ----------------------------------------------------------------
 
@@ -198,8 +230,9 @@ export const makeRunner = <S>(engine: Engine<S>) => {
     })
 
   /** The pauses due at the boundary, in order: after the nodes that made it, before the ones it schedules. */
-  const pauses = (run: Run<S>) =>
-    Effect.suspend(() => {
+  const pauses = (run: Run<S>): Effect.Effect<void, any> | undefined => {
+    if (interruptAfter.size === 0 && interruptBefore.size === 0) return undefined
+    return Effect.suspend(() => {
       const b = run.boundary
       if (!b.fired.has("after")) {
         const after = b.ran.find((n) => interruptAfter.has(n))
@@ -211,53 +244,57 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       }
       return Effect.void
     })
+  }
 
-  /** Renews the run's lease when half of it passed since it was last taken (a long superstep). */
-  const renewIfDue = (run: Run<S>) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      if (now - run.leaseAt < Duration.toMillis(run.leaseTtl) / 2) return Effect.void
-      run.leaseAt = now
-      return store.renew(run.executionId, { owner: run.owner, ttl: run.leaseTtl }).pipe(
-        Effect.asVoid,
-        // Nothing saved yet ("exit"): there is no lease to renew.
-        Effect.catchTag("ExecutionNotFound", () => Effect.void)
-      )
-    })
+  /** Renews the run's lease when half of it passed since it was last taken (a long superstep); `undefined` when not due. */
+  const renewIfDue = (run: Run<S>, now: number): Effect.Effect<void, any> | undefined => {
+    if (now - run.leaseAt < Duration.toMillis(run.leaseTtl) / 2) return undefined
+    run.leaseAt = now
+    return store.renew(run.executionId, { owner: run.owner, ttl: run.leaseTtl }).pipe(
+      Effect.asVoid,
+      // Nothing saved yet ("exit"): there is no lease to renew.
+      Effect.catchTag("ExecutionNotFound", () => Effect.void)
+    )
+  }
 
   // --- the run loop ----------------------------------------------------------
 
   /** Runs supersteps from the boundary until nothing is left to run. */
   const loop = (run: Run<S>): Effect.Effect<S, any, any> =>
     Effect.gen(function*() {
+      const clock = yield* Effect.clock
       while (true) {
         const b = run.boundary
         if (b.tasks.length === 0) return b.state
-        yield* run.saver.check
-        if (saving && options.durability === "async") {
-          const now = yield* Clock.currentTimeMillis
-          yield* run.saver.bound(now - durations.maxSaveLag)
-        }
-        yield* pauses(run)
+        if (run.saver.failure() !== undefined) return yield* Effect.fail(saveFailed)
+        const now = clock.unsafeCurrentTimeMillis()
+        if (lagBounded) yield* run.saver.bound(now - durations.maxSaveLag)
+        const paused = pauses(run)
+        if (paused !== undefined) yield* paused
         if (run.supersteps >= compiled.recursionLimit) {
           return yield* new RecursionLimitExceeded({ limit: compiled.recursionLimit, executionId: run.executionId })
         }
-        yield* renewIfDue(run)
+        const renewed = renewIfDue(run, now)
+        if (renewed !== undefined) yield* renewed
         run.supersteps++
         const finished = yield* runTasks(run, b)
-        const state: S = yield* Either.match(applyUpdates(compiled, b.state, finished), {
-          onLeft: Effect.fail,
-          onRight: Effect.succeed
-        })
-        const plan = yield* planNext(compiled, b.tasks, state, b.joins)
+        const applied = applyUpdates(compiled, b.state, finished)
+        if (Either.isLeft(applied)) return yield* Effect.fail(applied.left)
+        const state: S = applied.right
+        const planned = planNext(compiled, b.tasks, state, b.joins)
+        const plan = Effect.isEffect(planned) ? yield* planned : planned
         const nodeName = b.tasks.length === 1 ? b.tasks[0]!.node : stepName(b.tasks)
-        const encoded = yield* encode(state, nodeName)
-        const sends = yield* Either.match(encodeSends(plan.next), { onLeft: Effect.fail, onRight: Effect.succeed })
+        const encoded = codec.encode(state, nodeName)
+        if (Either.isLeft(encoded)) return yield* Effect.fail(encoded.left)
+        const sends = encodeSends(plan.next)
+        if (Either.isLeft(sends)) return yield* Effect.fail(sends.left)
         const ran = b.tasks.map((t) => t.node)
-        const draft = yield* draftOf(
+        const draft = draftAt(
+          clock.unsafeCurrentTimeMillis(),
           nodeName,
-          encoded,
+          encoded.right,
           plan.next.map((t) => t.node),
-          runtimeOf(sends, plan.joins, ran, compiled.version)
+          runtimeOf(sends.right, plan.joins, ran, compiled.version)
         )
         run.boundary = {
           id: draft.id,
@@ -272,7 +309,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
           answers: emptyAnswers,
           buffered: []
         }
-        yield* stepSave(run)
+        if (saving) yield* saveBoundary(run, options.durability === "sync")
       }
     })
 
@@ -313,7 +350,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
           ))
         let failedAt = 0
         const first = yield* Effect.exit(restore(
-          Effect.zipRight(stepSave(run), loop(run)).pipe(
+          Effect.zipRight(stepSave(run), Effect.provideService(loop(run), NodeContext, run.context)).pipe(
             Effect.tapErrorCause(() => Effect.sync(() => failedAt = clockTick()))
           )
         ))
@@ -342,7 +379,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
         if (Exit.isFailure(settled)) cause = Cause.sequential(cause, settled.cause)
         if (Exit.isFailure(pruned)) cause = Cause.sequential(cause, pruned.cause)
         if (Cause.isEmpty(cause) && Exit.isSuccess(first)) {
-          yield* emit(run, () => ({ _tag: "Finished", executionId: run.executionId, state: first.value }))
+          emit(run, () => ({ _tag: "Finished", executionId: run.executionId, state: first.value }))
           return first.value
         }
         return yield* Effect.failCause(cause)
@@ -377,6 +414,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       emit: args.emit,
       chain: args.chain,
       boundary: args.boundary,
+      context: undefined as never,
       supersteps: 0,
       leaseAt: args.now,
       saver: makeSaver({
@@ -394,6 +432,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
           : (checkpoint) => args.emit!({ _tag: "CheckpointSaved", checkpoint })
       })
     }
+    run.context = new TaskContext(run)
     return run
   }
 

@@ -96,10 +96,8 @@ export const makeStateCodec = <S>(
         if (Either.isLeft(result)) {
           return Either.left(encodeFailure(node, `it does not match the graph's Schema: ${formatted(result.left)}`))
         }
-        const problem = jsonProblem(result.right, "state")
-        return problem === undefined
-          ? Either.right(result.right as Checkpoint.Json)
-          : Either.left(encodeFailure(node, problem))
+        // Whether it is JSON is checked once, by the store, whose error names the node too.
+        return Either.right(result.right as Checkpoint.Json)
       },
       (message) => encodeFailure(node, message)
     )

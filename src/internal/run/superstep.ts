@@ -132,50 +132,69 @@ const unknownTarget = (from: string, to: string, paths: ReadonlyArray<string> | 
  * The tasks of the next superstep: for each finished task in task order, its
  * edges' targets (a router sees the new state) and the fan-ins it completes.
  * A node named by several tasks runs once; every send is its own task.
+ *
+ * Synchronous (a plan) unless a router returns an Effect (then an Effect of it).
  */
 export const planNext = <S>(
   compiled: Compiled<S>,
   finished: ReadonlyArray<Task>,
   state: S,
   joins: JoinProgress
-): Effect.Effect<Plan, GraphValidationError, never> =>
-  Effect.gen(function*() {
-    const next: Array<{ node: string; input?: unknown }> = []
-    const scheduled = new Set<string>()
-    const progress = new Map<string, Set<string>>([...joins].map(([k, v]) => [k, new Set(v)]))
-    const schedule = (node: string) => {
-      if (!scheduled.has(node)) {
-        scheduled.add(node)
-        next.push({ node })
+): Plan | Effect.Effect<Plan, GraphValidationError> => {
+  const next: Array<{ node: string; input?: unknown }> = []
+  const scheduled = new Set<string>()
+  let progress: Map<string, Set<string>> | undefined
+  const schedule = (node: string) => {
+    if (!scheduled.has(node)) {
+      scheduled.add(node)
+      next.push({ node })
+    }
+  }
+  /** Adds what a router picked; the error when it picked something that cannot run. */
+  const routed = (from: string, paths: ReadonlyArray<string> | undefined, route: unknown): GraphValidationError | undefined => {
+    for (const target of Array.isArray(route) ? route : [route]) {
+      if (isSend(target)) {
+        if (!compiled.nodes.has(target.node)) return unknownTarget(from, target.node, undefined)
+        next.push({ node: target.node, input: target.input })
+      } else if (typeof target === "string") {
+        if (target === END) continue
+        if (!compiled.nodes.has(target) || (paths !== undefined && !paths.includes(target))) {
+          return unknownTarget(from, target, paths)
+        }
+        schedule(target)
+      } else {
+        return new GraphValidationError({
+          message: `The router of "${from}" returned ${String(target)}, which is neither a node name, END nor a send`,
+          issues: ["bad route"]
+        })
       }
     }
-    for (const task of finished) {
-      for (const edge of compiled.edges.get(task.node) ?? []) {
+    return undefined
+  }
+  /** Plans from task `t`, edge `e` on; suspends into an Effect at the first router that returns one. */
+  const from = (t: number, e: number): Plan | Effect.Effect<Plan, GraphValidationError> => {
+    for (; t < finished.length; t++, e = 0) {
+      const task = finished[t]!
+      const edges = compiled.edges.get(task.node) ?? noEdges
+      for (; e < edges.length; e++) {
+        const edge = edges[e]!
         if (edge._tag === "Static") {
           for (const to of edge.to) if (to !== END) schedule(to)
           continue
         }
         const picked = edge.route(state)
-        const route = Effect.isEffect(picked) ? yield* (picked as Effect.Effect<unknown, GraphValidationError>) : picked
-        for (const target of Array.isArray(route) ? route : [route]) {
-          if (isSend(target)) {
-            if (!compiled.nodes.has(target.node)) return yield* unknownTarget(task.node, target.node, undefined)
-            next.push({ node: target.node, input: target.input })
-          } else if (typeof target === "string") {
-            if (target === END) continue
-            if (!compiled.nodes.has(target) || (edge.paths !== undefined && !edge.paths.includes(target))) {
-              return yield* unknownTarget(task.node, target, edge.paths)
-            }
-            schedule(target)
-          } else {
-            return yield* new GraphValidationError({
-              message: `The router of "${task.node}" returned ${String(target)}, which is neither a node name, END nor a send`,
-              issues: ["bad route"]
-            })
-          }
+        if (Effect.isEffect(picked)) {
+          const resume = { t, e: e + 1 }
+          return Effect.flatMap(picked as Effect.Effect<unknown, GraphValidationError>, (route) => {
+            const error = routed(task.node, edge.paths, route)
+            return error !== undefined ? Effect.fail(error) : lift(from(resume.t, resume.e))
+          })
         }
+        const error = routed(task.node, edge.paths, picked)
+        if (error !== undefined) return Effect.fail(error)
       }
       for (const join of compiled.joinsBySource.get(task.node) ?? []) {
+        progress ??= new Map([...joins].map(([k, v]) => [k, new Set(v)]))
         const done = progress.get(join.key) ?? new Set<string>()
         done.add(task.node)
         if (complete(join, done)) {
@@ -184,8 +203,13 @@ export const planNext = <S>(
         } else progress.set(join.key, done)
       }
     }
-    return { next, joins: progress }
-  }) as Effect.Effect<Plan, GraphValidationError, never>
+    return { next, joins: progress ?? joins }
+  }
+  return from(0, 0)
+}
+
+const noEdges: ReadonlyArray<never> = []
+const lift = <A, E>(a: A | Effect.Effect<A, E>): Effect.Effect<A, E> => Effect.isEffect(a) ? a as Effect.Effect<A, E> : Effect.succeed(a as A)
 
 const complete = (join: Join, done: ReadonlySet<string>) => join.sources.every((s) => done.has(s))
 
