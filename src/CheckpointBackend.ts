@@ -678,6 +678,17 @@ const instrument = (name: string) => {
 }
 
 /**
+ * Options of {@link make}.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface MakeOptions {
+  /** The store's retention `ttl` option (see `Retention`); zero, infinite or absent: none. */
+  readonly ttl?: Duration.DurationInput | undefined
+}
+
+/**
  * Builds the whole `CheckpointStore` service from a backend's primitives.
  * It refuses bad ids, values and options before the backend sees them (so a
  * checkpoint built with validation off, or an id cast from a raw string,
@@ -689,7 +700,11 @@ const instrument = (name: string) => {
  * @since 0.2.0
  * @category constructors
  */
-export const make = (backend: Backend): CheckpointStore.Service => {
+export const make = (backend: Backend, options: MakeOptions = {}): CheckpointStore.Service => {
+  const ttl = options.ttl === undefined ? Option.none() : Option.filter(
+    Duration.decodeUnknown(options.ttl),
+    (d) => Duration.toMillis(d) > 0 && Duration.isFinite(d)
+  )
   const insertOne = backend.insertOne ?? ((e: Encoded, options: InsertOptions) => backend.insert([e], options))
   const now = Clock.currentTimeMillis
   const { op, read, saved } = instrument(backend.name)
@@ -907,7 +922,8 @@ export const make = (backend: Backend): CheckpointStore.Service => {
           return Effect.fail(new InvalidOption({ option: "before", message: "before must be a valid Date" }))
         }
         return Effect.flatMap(now, (ms) => op("sweep", {}, backend.sweep({ before: before.getTime(), force: options.force === true, now: ms })))
-      })
+      }),
+    ttl
   }
 }
 

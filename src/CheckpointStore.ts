@@ -428,6 +428,8 @@ export interface Service {
   readonly claim: (options: ClaimOptions) => Effect.Effect<ReadonlyArray<ExecutionRecord>, StoreError>
   /** Removes executions not updated since `before` (see {@link SweepOptions}) and returns how many. */
   readonly sweep: (options: SweepOptions) => Effect.Effect<number, StoreError>
+  /** The store's `ttl` option (what `Retention.sweep` uses when given none), if it has one. */
+  readonly ttl: Option.Option<Duration.Duration>
 }
 
 /**

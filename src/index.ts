@@ -26,6 +26,27 @@ export * as CheckpointError from "./CheckpointError.js"
 export * as CheckpointStore from "./CheckpointStore.js"
 
 /**
+ * For store authors: the `Backend` a store implements and `make`.
+ *
+ * @since 0.2.0
+ */
+export * as CheckpointBackend from "./CheckpointBackend.js"
+
+/**
+ * Retention: `sweep` and a Layer that sweeps on a schedule.
+ *
+ * @since 0.2.0
+ */
+export * as Retention from "./Retention.js"
+
+/**
+ * Spans, metrics and logs.
+ *
+ * @since 0.2.0
+ */
+export * as Telemetry from "./Telemetry.js"
+
+/**
  * Graphs of Effect steps, `compile` and `compileCheckpointable`.
  *
  * @since 0.1.0

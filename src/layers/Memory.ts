@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
+import { type Duration, Effect, Layer } from "effect"
 import * as CheckpointBackend from "../CheckpointBackend.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import { makeState, memoryBackend } from "../internal/memoryBackend.js"
@@ -19,6 +19,29 @@ import { makeState, memoryBackend } from "../internal/memoryBackend.js"
 export const make: Effect.Effect<CheckpointStore.Service> = Effect.sync(() =>
   CheckpointBackend.make(memoryBackend(makeState()))
 )
+
+/**
+ * Options of {@link layerWith}.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options {
+  /** Retention: executions not updated for this long are removed by `Retention.sweep` / `Retention.layer`. */
+  readonly ttl?: Duration.DurationInput | undefined
+}
+
+/**
+ * {@link layer} with options.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerWith = (options: Options): Layer.Layer<CheckpointStore.CheckpointStore> =>
+  Layer.effect(
+    CheckpointStore.CheckpointStore,
+    Effect.sync(() => CheckpointBackend.make(memoryBackend(makeState()), options))
+  )
 
 /**
  * A layer with a new, empty in-memory store (the reference's
