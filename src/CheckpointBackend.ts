@@ -34,7 +34,7 @@ import {
   LeaseLost
 } from "./CheckpointError.js"
 import type * as CheckpointStore from "./CheckpointStore.js"
-import { statuses, unfinished } from "./CheckpointStore.js"
+import { statuses, unfinished } from "./internal/records.js"
 import { forBackend } from "./internal/telemetry.js"
 import * as Telemetry from "./Telemetry.js"
 import { checkId, idProblem, isValidId } from "./internal/identifier.js"
@@ -677,6 +677,25 @@ const instrument = (name: string) => {
   return { op, read, saved }
 }
 
+const BackendTypeId: unique symbol = Symbol.for("effect-checkpoint/CheckpointBackend/Backend")
+
+/**
+ * The backend (and options) a service was built from with {@link make}, so a
+ * wrapper (such as `CheckpointStore.encrypted`) can build the service again
+ * over a wrapped backend; `None` for a service built by hand.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const backendOf = (
+  service: CheckpointStore.Service
+): Option.Option<{ readonly backend: Backend; readonly options: MakeOptions }> => {
+  const found = (service as { readonly [BackendTypeId]?: { readonly backend: Backend; readonly options: MakeOptions } })[
+    BackendTypeId
+  ]
+  return Option.fromNullable(found)
+}
+
 /**
  * Options of {@link make}.
  *
@@ -705,6 +724,7 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
     Duration.decodeUnknown(options.ttl),
     (d) => Duration.toMillis(d) > 0 && Duration.isFinite(d)
   )
+  const makeOptions = options
   const insertOne = backend.insertOne ?? ((e: Encoded, options: InsertOptions) => backend.insert([e], options))
   const now = Clock.currentTimeMillis
   const { op, read, saved } = instrument(backend.name)
@@ -758,7 +778,7 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
       })
     )
 
-  return {
+  const service: CheckpointStore.Service = {
     save: (cp, options) =>
       Effect.flatMap(insertOptions(options), (resolved) =>
         Effect.flatMap(
@@ -925,6 +945,7 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
       }),
     ttl
   }
+  return Object.assign(service, { [BackendTypeId]: { backend, options: makeOptions } })
 }
 
 /** Encodes when the effect runs, not when it is built. */

@@ -22,7 +22,7 @@
  *
  * @since 0.1.0
  */
-import { Context, type Duration, type Effect, type Option } from "effect"
+import { Context, type Duration, Effect, Either, Layer, Option, type Redacted } from "effect"
 import type * as Checkpoint from "./Checkpoint.js"
 import type {
   CheckpointConflict,
@@ -33,6 +33,9 @@ import type {
   LeaseLost,
   StoreError
 } from "./CheckpointError.js"
+import { InvalidOption } from "./CheckpointError.js"
+import * as CheckpointBackend from "./CheckpointBackend.js"
+import { checkKeys, sealedBackend } from "./internal/encryption.js"
 
 export type {
   /**
@@ -74,21 +77,22 @@ export type SaveError = CheckpointConflict | CheckpointEncodeError | LeaseLost |
  */
 export type ExecutionStatus = "pending" | "running" | "interrupted" | "sleeping" | "done" | "failed"
 
-/**
- * Every {@link ExecutionStatus}, in a fixed order.
- *
- * @since 0.2.0
- * @category models
- */
-export const statuses: ReadonlyArray<ExecutionStatus> = ["pending", "running", "interrupted", "sleeping", "done", "failed"]
-
-/**
- * The statuses `pendingOnly` stands for: every one but `done`.
- *
- * @since 0.2.0
- * @category models
- */
-export const unfinished: ReadonlyArray<ExecutionStatus> = ["pending", "running", "interrupted", "sleeping", "failed"]
+export {
+  /**
+   * Every {@link ExecutionStatus}, in a fixed order.
+   *
+   * @since 0.2.0
+   * @category models
+   */
+  statuses,
+  /**
+   * The statuses `pendingOnly` stands for: every one but `done`.
+   *
+   * @since 0.2.0
+   * @category models
+   */
+  unfinished
+} from "./internal/records.js"
 
 /**
  * A lease on an execution: `owner` may run it until `expiresAt`.
@@ -439,3 +443,66 @@ export interface Service {
  * @category tags
  */
 export class CheckpointStore extends Context.Tag("effect-checkpoint/CheckpointStore")<CheckpointStore, Service>() {}
+
+// -----------------------------------------------------------------------------
+// Encryption at rest
+// -----------------------------------------------------------------------------
+
+/**
+ * Options of {@link encrypted}.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface EncryptionOptions {
+  /** The key new values are sealed with: 32 bytes. */
+  readonly key: Redacted.Redacted<Uint8Array>
+  /** Keys of earlier rotations: values sealed with them still open. */
+  readonly previousKeys?: ReadonlyArray<Redacted.Redacted<Uint8Array>> | undefined
+}
+
+/**
+ * Encryption at rest for any store built with `CheckpointBackend.make` (all
+ * of this package's stores are): AES-256-GCM over each checkpoint's `state`,
+ * `metadata` and `runtime` and over every task write, bound to the execution
+ * id, version, checkpoint id and field, so a sealed value copied into another
+ * checkpoint does not open. A flipped byte or a plaintext value where a sealed
+ * one belongs → `CheckpointDecodeError`. Rotate by passing the new key as
+ * `key` and the old ones as `previousKeys`: old checkpoints stay readable, new
+ * ones are sealed with the new key. Execution records (status, lease,
+ * failure) and ids, versions, node names and timestamps are not sealed (see
+ * SECURITY.md).
+ *
+ * @example
+ * ```ts
+ * import { Redacted } from "effect"
+ * import { CheckpointStore } from "effect-checkpoint"
+ * import { SqliteStore } from "effect-checkpoint/sqlite"
+ *
+ * const key = Redacted.make(Buffer.from(process.env.CHECKPOINT_KEY!, "base64"))
+ * const Store = SqliteStore.layer({ filename: "./app.db" }).pipe(CheckpointStore.encrypted({ key }))
+ * ```
+ *
+ * @since 0.2.0
+ * @category encryption
+ */
+export const encrypted = (options: EncryptionOptions) =>
+<E, R>(store: Layer.Layer<CheckpointStore, E, R>): Layer.Layer<CheckpointStore, E | InvalidOption, R> =>
+  Layer.effect(
+    CheckpointStore,
+    Effect.gen(function*() {
+      const keys = yield* Either.match(checkKeys(options.key, options.previousKeys ?? []), {
+        onLeft: Effect.fail,
+        onRight: Effect.succeed
+      })
+      const inner = yield* CheckpointStore
+      const built = CheckpointBackend.backendOf(inner)
+      if (Option.isNone(built)) {
+        return yield* new InvalidOption({
+          option: "store",
+          message: "encrypted needs a store built with CheckpointBackend.make"
+        })
+      }
+      return CheckpointBackend.make(sealedBackend(built.value.backend, keys), built.value.options)
+    })
+  ).pipe(Layer.provide(store))

@@ -1,0 +1,176 @@
+/**
+ * Encryption at rest: a `Backend` that seals what it is given before the
+ * store underneath writes it, and opens what it reads.
+ *
+ * AES-256-GCM, a fresh 96-bit IV per value. What is sealed: a checkpoint's
+ * `state`, `metadata` and `runtime` (each separately), and every task write's
+ * value. The associated data binds each sealed value to where it belongs —
+ * the execution id, version and checkpoint id, and the field name (for a
+ * write: the checkpoint id, task id and key) — so a sealed value copied into
+ * another checkpoint (or field, or write) does not open. A sealed value is
+ * stored as `{ "$sealed": "ec1.<keyId>.<iv>.<ciphertext+tag>" }` (base64url),
+ * so every store keeps it as the JSON object it expects.
+ *
+ * Keys are 32 bytes; `keyId` is a short hash of the key, so a value sealed
+ * with a previous key finds its key after a rotation.
+ *
+ * @internal
+ */
+import { Effect, Either, Option, Redacted } from "effect"
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto"
+import * as Checkpoint from "../Checkpoint.js"
+import { CheckpointDecodeError, CheckpointEncodeError, InvalidOption } from "../CheckpointError.js"
+import type { Backend, Encoded, EncodedWrite } from "../CheckpointBackend.js"
+import type { TaskWrite } from "../CheckpointStore.js"
+import { toEncoded } from "./codec.js"
+import { isPlainObject } from "./json.js"
+
+const VERSION = "ec1"
+const KEY_BYTES = 32
+const IV_BYTES = 12
+const TAG_BYTES = 16
+
+interface Key {
+  readonly id: string
+  readonly bytes: Uint8Array
+}
+
+const keyIdOf = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("base64url").slice(0, 11)
+
+/** The keys, checked: the first seals, all open. */
+export const checkKeys = (
+  key: Redacted.Redacted<Uint8Array>,
+  previousKeys: ReadonlyArray<Redacted.Redacted<Uint8Array>>
+): Either.Either<ReadonlyArray<Key>, InvalidOption> => {
+  const out: Array<Key> = []
+  for (const [i, redacted] of [key, ...previousKeys].entries()) {
+    const option = i === 0 ? "key" : `previousKeys[${i - 1}]`
+    const bytes = Redacted.isRedacted(redacted) ? Redacted.value(redacted) : undefined
+    if (!(bytes instanceof Uint8Array) || bytes.length !== KEY_BYTES) {
+      return Either.left(new InvalidOption({ option, message: `${option} must be a Redacted Uint8Array of ${KEY_BYTES} bytes` }))
+    }
+    out.push({ id: keyIdOf(bytes), bytes })
+  }
+  return Either.right(out)
+}
+
+const seal = (key: Key, plaintext: string, ad: string): { readonly $sealed: string } => {
+  const iv = randomBytes(IV_BYTES)
+  const cipher = createCipheriv("aes-256-gcm", key.bytes, iv)
+  cipher.setAAD(Buffer.from(ad, "utf8"))
+  const body = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final(), cipher.getAuthTag()])
+  return { $sealed: `${VERSION}.${key.id}.${iv.toString("base64url")}.${body.toString("base64url")}` }
+}
+
+/** The JSON value sealed in `value`, or why it cannot be opened. */
+const open = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.Either<unknown, string> => {
+  if (!isPlainObject(value) || typeof value.$sealed !== "string" || Object.keys(value).length !== 1) {
+    return Either.left("it is not sealed (plaintext where a sealed value was expected)")
+  }
+  const parts = value.$sealed.split(".")
+  if (parts.length !== 4 || parts[0] !== VERSION) return Either.left("its sealed form is not one this version reads")
+  const key = keys.find((k) => k.id === parts[1])
+  if (key === undefined) return Either.left(`it was sealed with a key that is not given (key id ${parts[1]})`)
+  try {
+    const iv = Buffer.from(parts[2]!, "base64url")
+    const body = Buffer.from(parts[3]!, "base64url")
+    if (iv.length !== IV_BYTES || body.length < TAG_BYTES) return Either.left("its sealed form is truncated")
+    const decipher = createDecipheriv("aes-256-gcm", key.bytes, iv)
+    decipher.setAAD(Buffer.from(ad, "utf8"))
+    decipher.setAuthTag(body.subarray(body.length - TAG_BYTES))
+    const text = Buffer.concat([decipher.update(body.subarray(0, body.length - TAG_BYTES)), decipher.final()]).toString("utf8")
+    return Either.right(JSON.parse(text))
+  } catch {
+    return Either.left("it does not open: altered, moved from another place, or sealed with another key")
+  }
+}
+
+const checkpointAd = (cp: { readonly executionId: string; readonly version: number; readonly id: string }, field: string) =>
+  `checkpoint\u0000${cp.executionId}\u0000${cp.version}\u0000${cp.id}\u0000${field}`
+const writeAd = (checkpointId: string, taskId: string, key: string) => `write\u0000${checkpointId}\u0000${taskId}\u0000${key}`
+
+/** A backend that seals before `inner` writes and opens after it reads. */
+export const sealedBackend = (inner: Backend, keys: ReadonlyArray<Key>): Backend => {
+  const sealer = keys[0]!
+
+  const sealCheckpoint = (e: Encoded): Effect.Effect<Encoded, CheckpointEncodeError> => {
+    const cp = e.checkpoint
+    const sealed = new Checkpoint.Checkpoint({
+      id: cp.id,
+      executionId: cp.executionId,
+      nodeName: cp.nodeName,
+      state: seal(sealer, e.state, checkpointAd(cp, "state")),
+      metadata: seal(sealer, e.metadata, checkpointAd(cp, "metadata")),
+      timestamp: cp.timestamp,
+      version: cp.version,
+      next: cp.next,
+      ...(cp.parentId === undefined ? {} : { parentId: cp.parentId }),
+      ...(e.runtime === null ? {} : { runtime: seal(sealer, e.runtime, checkpointAd(cp, "runtime")) })
+    }, true)
+    return Effect.mapError(toEncoded(sealed), (error) => new CheckpointEncodeError({ id: cp.id, message: error.message }))
+  }
+
+  const openCheckpoint = (cp: Checkpoint.Checkpoint): Effect.Effect<Checkpoint.Checkpoint, CheckpointDecodeError> => {
+    const fail = (field: string, why: string) =>
+      Effect.fail(new CheckpointDecodeError({ id: cp.id, message: `The ${field} of checkpoint ${JSON.stringify(cp.id)} cannot be opened: ${why}` }))
+    const state = open(keys, cp.state, checkpointAd(cp, "state"))
+    if (Either.isLeft(state)) return fail("state", state.left)
+    const metadata = open(keys, cp.metadata, checkpointAd(cp, "metadata"))
+    if (Either.isLeft(metadata)) return fail("metadata", metadata.left)
+    if (!isPlainObject(metadata.right)) return fail("metadata", "it is not a JSON object")
+    let runtime: Option.Option<unknown> = Option.none()
+    if (cp.runtime !== undefined) {
+      const opened = open(keys, cp.runtime, checkpointAd(cp, "runtime"))
+      if (Either.isLeft(opened)) return fail("runtime", opened.left)
+      if (!isPlainObject(opened.right)) return fail("runtime", "it is not a JSON object")
+      runtime = Option.some(opened.right)
+    }
+    return Effect.succeed(new Checkpoint.Checkpoint({
+      id: cp.id,
+      executionId: cp.executionId,
+      nodeName: cp.nodeName,
+      state: state.right as Checkpoint.Json,
+      metadata: metadata.right as Checkpoint.JsonObject,
+      timestamp: cp.timestamp,
+      version: cp.version,
+      next: cp.next,
+      ...(cp.parentId === undefined ? {} : { parentId: cp.parentId }),
+      ...(Option.isSome(runtime) ? { runtime: runtime.value as Checkpoint.JsonObject } : {})
+    }, true))
+  }
+
+  const sealWrites = (checkpointId: string, taskId: string, writes: ReadonlyArray<EncodedWrite>): ReadonlyArray<EncodedWrite> =>
+    writes.map((w) => {
+      const value = seal(sealer, w.json, writeAd(checkpointId, taskId, w.key))
+      return { key: w.key, value, json: JSON.stringify(value) }
+    })
+
+  const openWrite = (checkpointId: string) => (w: TaskWrite): Effect.Effect<TaskWrite, CheckpointDecodeError> => {
+    const value = open(keys, w.value, writeAd(checkpointId, w.taskId, w.key))
+    return Either.isLeft(value)
+      ? Effect.fail(new CheckpointDecodeError({
+        id: checkpointId,
+        message: `The write ${JSON.stringify(w.key)} of task ${JSON.stringify(w.taskId)} of checkpoint ${JSON.stringify(checkpointId)} cannot be opened: ${value.left}`
+      }))
+      : Effect.succeed({ taskId: w.taskId, key: w.key, value: value.right as Checkpoint.Json })
+  }
+
+  const openAll = (cps: ReadonlyArray<Checkpoint.Checkpoint>) => Effect.forEach(cps, openCheckpoint)
+  const openSome = (cp: Option.Option<Checkpoint.Checkpoint>) =>
+    Option.isNone(cp) ? Effect.succeed(cp) : Effect.asSome(openCheckpoint(cp.value))
+
+  return {
+    ...inner,
+    name: inner.name,
+    insert: (batch, options) => Effect.flatMap(Effect.forEach(batch, sealCheckpoint), (sealed) => inner.insert(sealed, options)),
+    insertOne: (e, options) =>
+      Effect.flatMap(sealCheckpoint(e), (sealed) =>
+        inner.insertOne === undefined ? inner.insert([sealed], options) : inner.insertOne(sealed, options)),
+    load: (id) => Effect.flatMap(inner.load(id), openSome),
+    list: (executionId, afterVersion, limit) => Effect.flatMap(inner.list(executionId, afterVersion, limit), openAll),
+    latest: (executionId) => Effect.flatMap(inner.latest(executionId), openSome),
+    saveWrites: (checkpointId, taskId, writes, options) =>
+      inner.saveWrites(checkpointId, taskId, sealWrites(checkpointId, taskId, writes), options),
+    listWrites: (checkpointId) => Effect.flatMap(inner.listWrites(checkpointId), Effect.forEach(openWrite(checkpointId)))
+  }
+}
