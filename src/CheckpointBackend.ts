@@ -20,14 +20,15 @@
  *
  * @since 0.2.0
  */
-import { Cause, Clock, Duration, Effect, Either, FiberRef, LogLevel, Metric, Option } from "effect"
+import { Cause, Clock, Duration, Effect, Either, FiberRef, LogLevel, Metric, Option, Schema } from "effect"
 import * as Checkpoint from "./Checkpoint.js"
 import {
   CheckpointConflict,
   CheckpointDecodeError,
   CheckpointEncodeError,
   CheckpointNotFound,
-  type CheckpointStoreError,
+  CheckpointStoreError,
+  CheckpointStoreError as CheckpointStoreErrorClass,
   type ExecutionNotFound,
   InvalidIdentifier,
   InvalidOption,
@@ -38,7 +39,8 @@ import { statuses, unfinished } from "./internal/records.js"
 import { forBackend } from "./internal/telemetry.js"
 import * as Telemetry from "./Telemetry.js"
 import { checkId, idProblem, isValidId } from "./internal/identifier.js"
-import { type Encoded, toEncoded } from "./internal/codec.js"
+import { checkpointProblem, type Encoded, toEncoded } from "./internal/codec.js"
+import { DEFAULT_THRESHOLD, makePacker, refsOf, unpack } from "./internal/packing.js"
 import { isPlainObject, jsonProblem } from "./internal/json.js"
 
 export {
@@ -135,7 +137,38 @@ export interface InsertOptions {
   readonly patch: RecordPatch
   /** `Clock` time (epoch ms) of the call. */
   readonly now: number
+  /**
+   * Large values to store with the batch (only for a backend with `blobs`):
+   * stored once per execution (insert if absent), in the same atomic write.
+   */
+  readonly blobs: ReadonlyArray<BlobWrite>
 }
+
+/**
+ * A large value a save stores once for its execution (see `Backend.blobs`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface BlobWrite {
+  readonly executionId: string
+  /** Content hash (22 characters of base64url). */
+  readonly hash: string
+  readonly json: string
+}
+
+/**
+ * A backend with `blobs` refuses a save whose checkpoints reference a blob
+ * that is neither stored for their execution nor in the batch (`make` then
+ * sends every blob and saves again). Users never see it.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class BlobsMissing extends Schema.TaggedError<BlobsMissing>()("BlobsMissing", {
+  executionId: Schema.String,
+  hashes: Schema.Array(Schema.String)
+}) {}
 
 /**
  * One task write as `make` hands it to a backend: checked, and its JSON text
@@ -195,12 +228,12 @@ export interface Backend {
   readonly insert: (
     checkpoints: ReadonlyArray<Encoded>,
     options: InsertOptions
-  ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | LeaseLost | CheckpointStoreError>
+  ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | LeaseLost | BlobsMissing | CheckpointStoreError>
   /** Writes one checkpoint (a faster path than `insert([one])`, when the backend has one). */
   readonly insertOne?: (
     checkpoint: Encoded,
     options: InsertOptions
-  ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | LeaseLost | CheckpointStoreError>
+  ) => Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | LeaseLost | BlobsMissing | CheckpointStoreError>
   readonly load: (
     id: Checkpoint.CheckpointId
   ) => Effect.Effect<Option.Option<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError>
@@ -277,6 +310,22 @@ export interface Backend {
   readonly sweep: (
     options: { readonly before: number; readonly force: boolean; readonly now: number }
   ) => Effect.Effect<number, CheckpointStoreError>
+  /**
+   * Optional: large values stored once per execution. A backend that has it
+   * stores `InsertOptions.blobs` with each batch (insert if absent, atomic with
+   * the checkpoints), keeps each checkpoint's `Encoded.refs`, refuses a batch
+   * that references a blob its execution does not have (`BlobsMissing`), and
+   * removes a blob when no checkpoint of its execution references it any more
+   * (delete, prune, clear, sweep). Without it, every checkpoint holds its whole
+   * state.
+   */
+  readonly blobs?: {
+    /** The JSON text of each stored blob of the execution among `hashes` (missing ones left out). */
+    readonly load: (
+      executionId: Checkpoint.ExecutionId,
+      hashes: ReadonlyArray<string>
+    ) => Effect.Effect<ReadonlyMap<string, string>, CheckpointStoreError>
+  } | undefined
 }
 
 // -----------------------------------------------------------------------------
@@ -705,6 +754,13 @@ export const backendOf = (
 export interface MakeOptions {
   /** The store's retention `ttl` option (see `Retention`); zero, infinite or absent: none. */
   readonly ttl?: Duration.DurationInput | undefined
+  /**
+   * Large values (for a backend with `blobs`): a state field whose JSON is
+   * longer than `threshold` characters (default 4096) is stored once per
+   * execution, and an array field that only grew stores what was appended.
+   * `false` stores whole states.
+   */
+  readonly largeValues?: false | { readonly threshold?: number | undefined } | undefined
 }
 
 /**
@@ -728,6 +784,85 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
   const insertOne = backend.insertOne ?? ((e: Encoded, options: InsertOptions) => backend.insert([e], options))
   const now = Clock.currentTimeMillis
   const { op, read, saved } = instrument(backend.name)
+  const blobStore = backend.blobs
+  const packer = blobStore === undefined || options.largeValues === false
+    ? undefined
+    : makePacker(options.largeValues?.threshold ?? DEFAULT_THRESHOLD)
+
+  /**
+   * Encodes and writes checkpoints: with large values out of them when the
+   * backend keeps blobs; when the packer's memory was stale (a blob it thought
+   * stored is gone), it forgets and sends every blob once more.
+   */
+  const write = (
+    cps: ReadonlyArray<Checkpoint.Checkpoint>,
+    options: InsertOptions,
+    one: boolean
+  ): Effect.Effect<void, CheckpointConflict | CheckpointEncodeError | LeaseLost | CheckpointStoreError | InvalidIdentifier> => {
+    type WriteError = CheckpointConflict | CheckpointEncodeError | LeaseLost | CheckpointStoreError | InvalidIdentifier
+    const attempt = (retry: boolean): Effect.Effect<void, WriteError> =>
+      Effect.suspend((): Effect.Effect<void, WriteError> => {
+        const problems = cps.map((cp) => checkpointProblem(cp)).find((p) => p !== undefined)
+        if (problems !== undefined) return Effect.fail(problems)
+        const packed = packer === undefined ? undefined : cps.map((cp) => packer.pack(cp))
+        const stored = packed === undefined ? cps : cps.map((cp, i) => packed[i]?.checkpoint ?? cp)
+        const blobs = packed === undefined ? noBlobs : packed.flatMap((p) => p?.blobs ?? noBlobs)
+        return Effect.flatMap(Effect.forEach(stored, toEncoded), (encoded) => {
+          const collision = one ? undefined : batchConflict(encoded)
+          if (collision !== undefined) return Effect.fail(collision)
+          const withBlobs = blobs.length === 0 ? options : { ...options, blobs }
+          const inserted = one && encoded.length === 1 ? insertOne(encoded[0]!, withBlobs) : backend.insert(encoded, withBlobs)
+          return saved(one ? "save" : "saveMany", encoded, inserted).pipe(
+            // What the packer remembered of a save that failed may be wrong: it forgets those executions.
+            Effect.tapError(() => Effect.sync(() => packed?.forEach((p, i) => p === undefined ? undefined : packer!.forget(cps[i]!.executionId)))),
+            Effect.catchTag("BlobsMissing", (missing) =>
+              retry ? attempt(false) : Effect.fail(storeFailure("save", `blobs ${missing.hashes.join(", ")} are missing`)))
+          )
+        })
+      })
+    return attempt(true)
+  }
+  const storeFailure = (operation: string, message: string) =>
+    new CheckpointStoreErrorClass({ backend: backend.name, operation, message })
+
+  /** Puts large values back into checkpoints read from the backend. */
+  const unpacked = (
+    cps: ReadonlyArray<Checkpoint.Checkpoint>
+  ): Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError> => {
+    if (blobStore === undefined || cps.every((cp) => cp.runtime?.$pack === undefined)) return Effect.succeed(cps)
+    const wanted = new Map<Checkpoint.ExecutionId, Set<string>>()
+    for (const cp of cps) {
+      const refs = refsOf(cp)
+      if (refs.length === 0) continue
+      let set = wanted.get(cp.executionId)
+      if (set === undefined) wanted.set(cp.executionId, set = new Set())
+      for (const h of refs) set.add(h)
+    }
+    return Effect.flatMap(
+      Effect.forEach([...wanted], ([executionId, hashes]) => Effect.map(blobStore.load(executionId, [...hashes]), (found) => [executionId, found] as const)),
+      (loaded): Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError> => {
+        const byExecution = new Map(loaded)
+        const out: Array<Checkpoint.Checkpoint> = []
+        for (const cp of cps) {
+          const found = byExecution.get(cp.executionId) ?? new Map<string, string>()
+          const result = unpack(cp, found)
+          if ("problem" in result) {
+            return Effect.fail(new CheckpointDecodeError({
+              id: cp.id,
+              message: `Stored checkpoint ${JSON.stringify(cp.id)} cannot be read whole: ${result.problem}`
+            }))
+          }
+          packer?.know(cp.executionId, [...found.keys()])
+          out.push(result.checkpoint)
+        }
+        return Effect.succeed(out)
+      }
+    )
+  }
+  const unpackedOne = (
+    cp: Option.Option<Checkpoint.Checkpoint>
+  ): Effect.Effect<Option.Option<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError> =>
+    Option.isNone(cp) ? Effect.succeed(cp) : Effect.map(unpacked([cp.value]), (all) => Option.some(all[0]!))
 
   /** The insert options of a save, checked. */
   const insertOptions = (
@@ -739,7 +874,7 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
     const patch = resolvePatch(options?.execution)
     if (Either.isLeft(patch)) return Effect.fail(patch.left)
     const resolved = patch.right.wakeAt === undefined ? { ...patch.right, wakeAt: null } : patch.right
-    return Effect.map(now, (ms) => ({ expect: options?.expect, owner: options?.owner, patch: resolved, now: ms }))
+    return Effect.map(now, (ms) => ({ expect: options?.expect, owner: options?.owner, patch: resolved, now: ms, blobs: noBlobs }))
   }
 
   const updateOptions = (
@@ -779,20 +914,9 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
     )
 
   const service: CheckpointStore.Service = {
-    save: (cp, options) =>
-      Effect.flatMap(insertOptions(options), (resolved) =>
-        Effect.flatMap(
-          Effect.suspend(() => toEncodedLazy(cp)),
-          (e) => saved("save", [e], insertOne(e, resolved))
-        )),
+    save: (cp, options) => Effect.flatMap(insertOptions(options), (resolved) => write([cp], resolved, true)),
     saveMany: (cps, options) =>
-      Effect.flatMap(insertOptions(options), (resolved) => {
-        if (cps.length === 0) return Effect.void
-        return Effect.flatMap(Effect.forEach(cps, toEncodedLazy), (encoded) => {
-          const collision = batchConflict(encoded)
-          return collision === undefined ? saved("saveMany", encoded, backend.insert(encoded, resolved)) : Effect.fail(collision)
-        })
-      }),
+      Effect.flatMap(insertOptions(options), (resolved) => cps.length === 0 ? Effect.void : write(cps, resolved, false)),
     load: (id) =>
       guard(
         "CheckpointId",
@@ -800,10 +924,13 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
         read(
           "load",
           { "checkpoint.id": id },
-          Effect.flatMap(backend.load(id), Option.match({
-            onNone: () => Effect.fail(new CheckpointNotFound({ id })),
-            onSome: Effect.succeed
-          }))
+          Effect.flatMap(
+            backend.load(id),
+            (found): Effect.Effect<Checkpoint.Checkpoint, CheckpointNotFound | CheckpointDecodeError | CheckpointStoreError> =>
+              Option.isNone(found)
+                ? Effect.fail(new CheckpointNotFound({ id }))
+                : Effect.map(unpacked([found.value]), (all) => all[0]!)
+          )
         )
       ),
     list: (executionId, options) => {
@@ -818,12 +945,19 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
           : read(
             "list",
             { "checkpoint.execution_id": executionId },
-            backend.list(executionId, afterVersion, limit === undefined || limit === Infinity ? undefined : limit)
+            Effect.flatMap(
+              backend.list(executionId, afterVersion, limit === undefined || limit === Infinity ? undefined : limit),
+              unpacked
+            )
           )
       )
     },
     latest: (executionId) =>
-      guard("ExecutionId", executionId, read("latest", { "checkpoint.execution_id": executionId }, backend.latest(executionId))),
+      guard(
+        "ExecutionId",
+        executionId,
+        read("latest", { "checkpoint.execution_id": executionId }, Effect.flatMap(backend.latest(executionId), unpackedOne))
+      ),
     delete: (id) => guard("CheckpointId", id, op("delete", { "checkpoint.id": id }, backend.delete(id))),
     clear: (executionId) =>
       guard("ExecutionId", executionId, op("clear", { "checkpoint.execution_id": executionId }, backend.clear(executionId))),
@@ -948,8 +1082,7 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
   return Object.assign(service, { [BackendTypeId]: { backend, options: makeOptions } })
 }
 
-/** Encodes when the effect runs, not when it is built. */
-const toEncodedLazy = (cp: Checkpoint.Checkpoint) => Effect.suspend(() => toEncoded(cp))
+const noBlobs: ReadonlyArray<BlobWrite> = []
 
 /** Values a backend may need, re-exported for convenience. */
 export { isPlainObject, jsonProblem }

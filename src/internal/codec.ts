@@ -10,6 +10,9 @@ import * as Checkpoint from "../Checkpoint.js"
 import { CheckpointDecodeError, CheckpointEncodeError, type InvalidIdentifier } from "../CheckpointError.js"
 import { checkId, idProblem } from "./identifier.js"
 import { isPlainObject, jsonProblem } from "./json.js"
+import { refsOf } from "./packing.js"
+
+const noRefs: ReadonlyArray<string> = []
 
 // -----------------------------------------------------------------------------
 // Checks
@@ -73,6 +76,8 @@ export interface Encoded {
   readonly timestamp: string
   /** JSON text of `runtime`, or `null` when the checkpoint has none. */
   readonly runtime: string | null
+  /** The blobs (large values) the checkpoint references (see `Backend.blobs`); `[]` for most. */
+  readonly refs: ReadonlyArray<string>
   /** The whole checkpoint as one JSON document (what {@link decodeDocument} reads). */
   readonly document: string
 }
@@ -109,7 +114,16 @@ export const toEncoded = (cp: Checkpoint.Checkpoint): Effect.Effect<Encoded, Che
   },"version":${cp.version},"timestamp":"${timestamp}","next":${next}${
     cp.parentId === undefined ? "" : `,"parentId":${JSON.stringify(cp.parentId)}`
   }${runtime === null ? "" : `,"runtime":${runtime}`},"metadata":${metadata},"state":${state}}`
-  return Effect.succeed({ checkpoint: cp, state, metadata, next, timestamp, runtime, document })
+  return Effect.succeed({
+    checkpoint: cp,
+    state,
+    metadata,
+    next,
+    timestamp,
+    runtime,
+    refs: cp.runtime === undefined ? noRefs : refsOf(cp),
+    document
+  })
 }
 
 // -----------------------------------------------------------------------------

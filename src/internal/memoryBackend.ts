@@ -12,7 +12,7 @@ import type { CheckpointConflict, LeaseLost } from "../CheckpointError.js"
 import type * as Checkpoint from "../Checkpoint.js"
 import { CheckpointNotFound, ExecutionNotFound } from "../CheckpointError.js"
 import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
-import { conflict, decodeDocument, decodeRecord, derivedStatus, leaseProblem } from "../CheckpointBackend.js"
+import { BlobsMissing, conflict, decodeDocument, decodeRecord, derivedStatus, leaseProblem } from "../CheckpointBackend.js"
 import type { ExecutionRecord, ExecutionStatus, Failure, TaskWrite } from "../CheckpointStore.js"
 
 interface Execution {
@@ -44,6 +44,10 @@ export interface MemoryState {
   readonly records: Map<string, StoredRecord>
   /** checkpoint id → task id → key → JSON text, in the order saved */
   readonly writes: Map<string, Map<string, Map<string, string>>>
+  /** execution id → hash → the blob and how many checkpoints reference it */
+  readonly blobs: Map<string, Map<string, { readonly json: string; refs: number }>>
+  /** checkpoint id → the blobs it references */
+  readonly refs: Map<string, ReadonlyArray<string>>
 }
 
 export const makeState = (): MemoryState => ({
@@ -51,7 +55,9 @@ export const makeState = (): MemoryState => ({
   locations: new Map(),
   executions: new Map(),
   records: new Map(),
-  writes: new Map()
+  writes: new Map(),
+  blobs: new Map(),
+  refs: new Map()
 })
 
 /** Index of the first version greater than `v` (binary search). */
@@ -95,7 +101,21 @@ const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, St
   b[1].updatedAt - a[1].updatedAt || (a[0] < b[0] ? 1 : a[0] > b[0] ? -1 : 0)
 
 export const memoryBackend = (state: MemoryState): Backend => {
-  const { documents, executions, locations, records, writes } = state
+  const { blobs, documents, executions, locations, records, refs, writes } = state
+
+  /** Drops the blob references of a removed checkpoint; a blob nobody references goes. */
+  const unref = (executionId: string, id: string) => {
+    const held = refs.get(id)
+    if (held === undefined) return
+    refs.delete(id)
+    const stored = blobs.get(executionId)
+    if (stored === undefined) return
+    for (const hash of held) {
+      const blob = stored.get(hash)
+      if (blob !== undefined && --blob.refs <= 0) stored.delete(hash)
+    }
+    if (stored.size === 0) blobs.delete(executionId)
+  }
   const decodeId = (id: string) => decodeDocument(documents.get(id)!, id)
 
   const takenBy = (cp: Checkpoint.Checkpoint) =>
@@ -123,6 +143,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
   const removeVersions = (executionId: string, execution: Execution, versions: ReadonlyArray<number>): void => {
     for (const v of versions) {
       const id = execution.byVersion.get(v)!
+      unref(executionId, id)
       documents.delete(id)
       locations.delete(id)
       writes.delete(id)
@@ -146,6 +167,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
     const execution = executions.get(executionId)
     if (execution !== undefined) removeVersions(executionId, execution, execution.versions.splice(0))
     records.delete(executionId)
+    blobs.delete(executionId)
   }
 
   const expectationMet = (
@@ -160,7 +182,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
   }
 
   const insert = (batch: ReadonlyArray<Encoded>, options: InsertOptions) =>
-    Effect.suspend((): Effect.Effect<void, CheckpointConflict | LeaseLost> => {
+    Effect.suspend((): Effect.Effect<void, CheckpointConflict | LeaseLost | BlobsMissing> => {
       const newest = new Map<string, Encoded>()
       for (const e of batch) {
         const current = newest.get(e.checkpoint.executionId)
@@ -177,6 +199,26 @@ export const memoryBackend = (state: MemoryState): Backend => {
       for (const e of batch) {
         const taken = takenBy(e.checkpoint)
         if (taken !== undefined) return Effect.fail(taken)
+      }
+      for (const e of batch) {
+        if (e.refs.length === 0) continue
+        const executionId = e.checkpoint.executionId
+        const stored = blobs.get(executionId)
+        const missing = e.refs.filter((h) =>
+          stored?.has(h) !== true && !options.blobs.some((b) => b.executionId === executionId && b.hash === h)
+        )
+        if (missing.length > 0) return Effect.fail(new BlobsMissing({ executionId, hashes: missing }))
+      }
+      for (const b of options.blobs) {
+        let stored = blobs.get(b.executionId)
+        if (stored === undefined) blobs.set(b.executionId, stored = new Map())
+        if (!stored.has(b.hash)) stored.set(b.hash, { json: b.json, refs: 0 })
+      }
+      for (const e of batch) {
+        if (e.refs.length === 0) continue
+        refs.set(e.checkpoint.id, e.refs)
+        const stored = blobs.get(e.checkpoint.executionId)!
+        for (const h of e.refs) stored.get(h)!.refs++
       }
       batch.forEach(put)
       for (const [executionId, { checkpoint: cp }] of newest) {
@@ -270,6 +312,20 @@ export const memoryBackend = (state: MemoryState): Backend => {
 
   return {
     name: "memory",
+    blobs: {
+      load: (executionId, hashes) =>
+        Effect.sync(() => {
+          const stored = blobs.get(executionId)
+          const out = new Map<string, string>()
+          if (stored !== undefined) {
+            for (const h of hashes) {
+              const blob = stored.get(h)
+              if (blob !== undefined) out.set(h, blob.json)
+            }
+          }
+          return out
+        })
+    },
     insert,
     insertOne: (e, options) => insert([e], options),
     load: (id) => Effect.suspend(() => documents.has(id) ? Effect.asSome(decodeId(id)) : Effect.succeedNone),
