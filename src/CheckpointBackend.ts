@@ -39,7 +39,7 @@ import { statuses, unfinished } from "./internal/records.js"
 import { forBackend } from "./internal/telemetry.js"
 import * as Telemetry from "./Telemetry.js"
 import { checkId, idProblem, isValidId } from "./internal/identifier.js"
-import { checkpointProblem, type Encoded, toEncoded } from "./internal/codec.js"
+import { checkpointProblem, type Encoded, encodeChecked, toEncoded } from "./internal/codec.js"
 import { DEFAULT_THRESHOLD, makePacker, refsOf, unpack } from "./internal/packing.js"
 import { isPlainObject, jsonProblem } from "./internal/json.js"
 
@@ -804,10 +804,20 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
       Effect.suspend((): Effect.Effect<void, WriteError> => {
         const problems = cps.map((cp) => checkpointProblem(cp)).find((p) => p !== undefined)
         if (problems !== undefined) return Effect.fail(problems)
-        const packed = packer === undefined ? undefined : cps.map((cp) => packer.pack(cp))
-        const stored = packed === undefined ? cps : cps.map((cp, i) => packed[i]?.checkpoint ?? cp)
+        const plain: Array<Encoded> = []
+        for (const cp of cps) {
+          const e = encodeChecked(cp)
+          if (Either.isLeft(e)) return Effect.fail(e.left)
+          plain.push(e.right)
+        }
+        const packed = packer === undefined || !cps.some((cp, i) => packer.worth(cp, plain[i]!.state.length))
+          ? undefined
+          : cps.map((cp) => packer.pack(cp))
         const blobs = packed === undefined ? noBlobs : packed.flatMap((p) => p?.blobs ?? noBlobs)
-        return Effect.flatMap(Effect.forEach(stored, toEncoded), (encoded) => {
+        const stored = packed === undefined
+          ? Effect.succeed(plain)
+          : Effect.forEach(packed, (p, i) => p === undefined ? Effect.succeed(plain[i]!) : toEncoded(p.checkpoint))
+        return Effect.flatMap(stored, (encoded) => {
           const collision = one ? undefined : batchConflict(encoded)
           if (collision !== undefined) return Effect.fail(collision)
           const withBlobs = blobs.length === 0 ? options : { ...options, blobs }

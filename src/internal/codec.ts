@@ -94,15 +94,22 @@ const stringify = (value: unknown, id: string, what: string): Either.Either<stri
 /** Checks a checkpoint (see {@link checkpointProblem}) and encodes it. */
 export const toEncoded = (cp: Checkpoint.Checkpoint): Effect.Effect<Encoded, CheckpointEncodeError | InvalidIdentifier> => {
   const problem = checkpointProblem(cp)
-  if (problem !== undefined) return Effect.fail(problem)
+  return problem !== undefined ? Effect.fail(problem) : Either.match(encodeChecked(cp), { onLeft: Effect.fail, onRight: Effect.succeed })
+}
+
+/**
+ * Encodes a checkpoint already checked with {@link checkpointProblem} (what
+ * remains to fail is `JSON.stringify` itself: a stack overflow, say).
+ */
+export const encodeChecked = (cp: Checkpoint.Checkpoint): Either.Either<Encoded, CheckpointEncodeError> => {
   const encodedState = stringify(cp.state, cp.id, "state")
-  if (Either.isLeft(encodedState)) return Effect.fail(encodedState.left)
+  if (Either.isLeft(encodedState)) return Either.left(encodedState.left)
   const encodedMetadata = stringify(cp.metadata, cp.id, "metadata")
-  if (Either.isLeft(encodedMetadata)) return Effect.fail(encodedMetadata.left)
+  if (Either.isLeft(encodedMetadata)) return Either.left(encodedMetadata.left)
   let runtime: string | null = null
   if (cp.runtime !== undefined) {
     const encodedRuntime = stringify(cp.runtime, cp.id, "runtime")
-    if (Either.isLeft(encodedRuntime)) return Effect.fail(encodedRuntime.left)
+    if (Either.isLeft(encodedRuntime)) return Either.left(encodedRuntime.left)
     runtime = encodedRuntime.right
   }
   const state = encodedState.right
@@ -114,7 +121,7 @@ export const toEncoded = (cp: Checkpoint.Checkpoint): Effect.Effect<Encoded, Che
   },"version":${cp.version},"timestamp":"${timestamp}","next":${next}${
     cp.parentId === undefined ? "" : `,"parentId":${JSON.stringify(cp.parentId)}`
   }${runtime === null ? "" : `,"runtime":${runtime}`},"metadata":${metadata},"state":${state}}`
-  return Effect.succeed({
+  return Either.right({
     checkpoint: cp,
     state,
     metadata,

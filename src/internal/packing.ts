@@ -93,6 +93,12 @@ const chunksOf = (previous: FieldMemory | undefined, text: string, count: number
 }
 
 export interface Packer {
+  /**
+   * Whether `cp` may hold large values: its execution has some, or its
+   * state's JSON (`stateLength` characters) is longer than the threshold.
+   * Small states of executions without large values cost nothing more.
+   */
+  readonly worth: (cp: Checkpoint.Checkpoint, stateLength: number) => boolean
   /** The checkpoint as it is stored: large fields out, with the blobs to send and the hashes it references. */
   readonly pack: (cp: Checkpoint.Checkpoint) => Packed | undefined
   /** Forget what the packer knows of an execution (a save found a blob missing). */
@@ -116,6 +122,7 @@ export const makePacker = (threshold: number): Packer => {
     return m
   }
   return {
+    worth: (cp, stateLength) => stateLength > threshold || (memory.get(cp.executionId)?.fields.size ?? 0) > 0,
     forget: (executionId) => memory.delete(executionId),
     know: (executionId, hashes) => {
       const m = recall(executionId)
