@@ -11,7 +11,7 @@
  *
  * @since 0.2.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Option, Queue, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Either, Exit, Option, Queue, Stream } from "effect"
 import * as Checkpoint from "./Checkpoint.js"
 import { type CheckpointConflict, type CheckpointNotFound, ExecutionNotFound, type LeaseLost, type StoreError } from "./CheckpointError.js"
 import * as CheckpointStore from "./CheckpointStore.js"
@@ -294,6 +294,8 @@ export interface CheckpointableRunnable<S, E = never, R = never> {
   /** Removes the checkpoints of one execution (and of no other). */
   readonly clearCheckpoints: (executionId?: string) => Effect.Effect<void, StoreError>
 }
+const newExecution = { version: 0, id: undefined } as const
+
 // -----------------------------------------------------------------------------
 // compileCheckpointable
 // -----------------------------------------------------------------------------
@@ -335,8 +337,19 @@ export const compileCheckpointable = <S, I, E, R>(
     const engine = makeEngine<S>({ options, compiled, durations, store, defaultExecutionId })
     const runner = makeRunner(engine)
     const resumer = makeResumer(engine, runner)
-    const { boundaryOf, encode, executionIdOf, inputDraft, known, makeCheckpoint, materialize, metadataOf, remember, typed } =
-      engine
+    const {
+      encode,
+      executionIdAt,
+      executionIdOf,
+      inputBoundary,
+      inputDraft,
+      known,
+      makeCheckpoint,
+      materialize,
+      metadataOf,
+      remember,
+      typed
+    } = engine
     const { execute, newRun, patchFor } = runner
     const { resumeFromCheckpoint, resumeWith, runClaimed } = resumer
     const { active } = engine
@@ -346,32 +359,30 @@ export const compileCheckpointable = <S, I, E, R>(
       runOptions: RunOptions | undefined,
       events: ((event: RunEvent<S>) => void) | undefined
     ): Effect.Effect<S, E | RunError, any> =>
-      Effect.gen(function*() {
-        const executionId = yield* executionIdOf(runOptions?.executionId)
+      Effect.clockWith((clock) => {
+        // Synchronous up to the run: this is every invoke's path.
+        const executionId = executionIdAt(runOptions?.executionId)
+        if (Either.isLeft(executionId)) return Effect.fail(executionId.left)
+        const now = clock.unsafeCurrentTimeMillis()
+        const boundary = inputBoundary(input, now)
+        if (Either.isLeft(boundary)) return Effect.fail(boundary.left)
         // Nothing is read first: the run assumes the execution is where this runnable last left it (or new),
         // and its first write checks that; if not, the queue reads it and renumbers (rebase).
-        const last = known.get(executionId) ?? { version: 0, id: undefined }
-        const chain = { version: last.version, parentId: last.id }
-        const metadata = metadataOf(runOptions)
-        const draft = yield* inputDraft(input)
-        const now = yield* Clock.currentTimeMillis
-        const boundary = yield* boundaryOf(draft, input, false)
-        return yield* execute(newRun({
-          executionId,
+        const last = known.get(executionId.right) ?? newExecution
+        return execute(newRun({
+          executionId: executionId.right,
           owner: newOwner(now),
-          metadata,
+          metadata: metadataOf(runOptions),
           mode: "direct",
           leaseTtl: durations.leaseTtl,
-          boundary,
+          boundary: boundary.right,
           start: last,
-          chain,
+          chain: { version: last.version, parentId: last.id },
           rebase: true,
           emit: events,
           now
         }))
       })
-
-    // --- manual saves, start, retry -----------------------------------------------
 
     const saveCheckpoint = (
       nodeName: string,

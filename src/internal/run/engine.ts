@@ -8,7 +8,7 @@
  */
 import { Clock, Duration, Effect, Either } from "effect"
 import * as Checkpoint from "../../Checkpoint.js"
-import type { CheckpointDecodeError, StoreError } from "../../CheckpointError.js"
+import type { CheckpointDecodeError, CheckpointEncodeError, StoreError } from "../../CheckpointError.js"
 import type * as CheckpointStore from "../../CheckpointStore.js"
 import type { CheckpointConfig, RunEvent, TypedCheckpoint } from "../../CheckpointedRunnable.js"
 import { type Compiled, GraphValidationError, INPUT, UPDATE } from "../graph.js"
@@ -265,10 +265,10 @@ export const makeEngine = <S>(args: {
   /** The tasks a checkpoint schedules (its `next`, with the send inputs of its runtime), checked against the graph. */
   const tasksOf = (
     cp: CheckpointLike
-  ): Effect.Effect<ReadonlyArray<Task>, GraphValidationError | CheckpointDecodeError> => {
+  ): Either.Either<ReadonlyArray<Task>, GraphValidationError | CheckpointDecodeError> => {
     const unknownNodes = cp.next.filter((n) => !compiled.nodes.has(n))
     if (unknownNodes.length > 0) {
-      return Effect.fail(
+      return Either.left(
         new GraphValidationError({
           message: `Checkpoint ${JSON.stringify(cp.id)} continues with ${
             unknownNodes.map((n) => `"${n}"`).join(", ")
@@ -277,18 +277,20 @@ export const makeEngine = <S>(args: {
         })
       )
     }
-    const sends = isPlainObject(cp.runtime?.sends) ? cp.runtime.sends : {}
-    return Effect.map(
-      Effect.forEach(cp.next, (node, i): Effect.Effect<{ node: string; input?: unknown }, CheckpointDecodeError> => {
-        const input = sends[String(i)]
-        if (input === undefined) return Effect.succeed({ node })
-        return Either.match(codec.decodeUpdate(input, cp.id), {
-          onLeft: Effect.fail,
-          onRight: (decoded) => Effect.succeed({ node, input: decoded })
-        })
-      }),
-      makeTasks
-    )
+    const sends = cp.runtime?.sends
+    if (!isPlainObject(sends)) return Either.right(makeTasks(cp.next.map((node) => ({ node }))))
+    const next: Array<{ node: string; input?: unknown }> = []
+    for (let i = 0; i < cp.next.length; i++) {
+      const input = sends[String(i)]
+      if (input === undefined) {
+        next.push({ node: cp.next[i]! })
+        continue
+      }
+      const decoded = codec.decodeUpdate(input, cp.id)
+      if (Either.isLeft(decoded)) return Either.left(decoded.left)
+      next.push({ node: cp.next[i]!, input: decoded.right })
+    }
+    return Either.right(makeTasks(next))
   }
 
   const joinsOf = (cp: CheckpointLike): JoinProgress => {
@@ -314,8 +316,17 @@ export const makeEngine = <S>(args: {
     state: S,
     saved: boolean,
     extra: Partial<Pick<Boundary<S>, "writes" | "fired" | "answers">> = {}
-  ) =>
-    Effect.map(tasksOf(cp), (tasks): Boundary<S> => ({
+  ): Effect.Effect<Boundary<S>, GraphValidationError | CheckpointDecodeError> =>
+    Either.match(boundaryAt(cp, state, saved, extra), { onLeft: Effect.fail, onRight: Effect.succeed })
+
+  /** {@link boundaryOf}, synchronously. */
+  const boundaryAt = (
+    cp: Checkpoint.Checkpoint | Draft,
+    state: S,
+    saved: boolean,
+    extra: Partial<Pick<Boundary<S>, "writes" | "fired" | "answers">> = {}
+  ): Either.Either<Boundary<S>, GraphValidationError | CheckpointDecodeError> =>
+    Either.map(tasksOf(cp), (tasks): Boundary<S> => ({
       id: cp.id,
       draft: saved ? undefined : cp as Draft,
       saved,
@@ -332,8 +343,27 @@ export const makeEngine = <S>(args: {
   const inputDraft = (input: S) =>
     Effect.flatMap(
       encode(input, undefined),
-      (state) => draftOf(INPUT, state, [compiled.entryPoint], runtimeOf(undefined, noJoins, [], compiled.version))
+      (state) => draftOf(INPUT, state, [compiled.entryPoint], inputRuntime)
     )
+
+  /** The runtime of an input checkpoint. */
+  const inputRuntime = runtimeOf(undefined, noJoins, [], compiled.version)
+  /** The `next` of an input checkpoint. */
+  const inputNext: ReadonlyArray<string> = [compiled.entryPoint]
+
+  /** The boundary a fresh run starts at: the input, not saved yet (synchronous: on every invoke's path). */
+  const inputBoundary = (input: S, now: number): Either.Either<Boundary<S>, CheckpointEncodeError | GraphValidationError | CheckpointDecodeError> =>
+    Either.flatMap(
+      codec.encode(input, undefined),
+      (state) => boundaryAt(draftAt(now, INPUT, state, inputNext, inputRuntime), input, false)
+    )
+
+  /** `executionIdOf`, synchronously. */
+  const executionIdAt = (raw: string | undefined): Either.Either<Checkpoint.ExecutionId, StoreError> => {
+    const value = raw ?? defaultExecutionId
+    const error = checkId("ExecutionId", value)
+    return error === undefined ? Either.right(value as Checkpoint.ExecutionId) : Either.left(error)
+  }
 
   return {
     options,
@@ -364,6 +394,9 @@ export const makeEngine = <S>(args: {
     ranOf,
     metadataOf,
     boundaryOf,
+    boundaryAt,
+    inputBoundary,
+    executionIdAt,
     inputDraft
   }
 }

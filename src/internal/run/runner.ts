@@ -35,17 +35,23 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       ? { status: "running", lease: { owner: run.owner, ttl: run.leaseTtl } }
       : { lease: null }
 
-  /** Hands the boundary checkpoint (and the task writes made while it waited) to the save queue. */
   /** Whether a superstep waits for checkpoints older than `maxSaveLag` ("async" saves only). */
   const lagBounded = saving && options.durability === "async"
 
+  /** Hands the boundary checkpoint (and the task writes made while it waited) to the save queue. */
   const saveBoundary = (run: Run<S>, wait: boolean): Effect.Effect<void, SaveFailed> =>
     Effect.suspend(() => {
       const b = run.boundary
       if (b.saved || b.draft === undefined) return Effect.void
       b.saved = true
       const cp = materialize(run.chain, run.executionId, run.metadata, b.draft)
-      const items: Array<Item> = [{ _tag: "Checkpoint", checkpoint: cp, execution: patchFor(run, cp) }, ...b.buffered]
+      const item: Item = { _tag: "Checkpoint", checkpoint: cp, execution: patchFor(run, cp) }
+      if (b.buffered.length === 0) {
+        return Effect.clockWith((clock) =>
+          Effect.catchAllCause(run.saver.enqueue(item, clock.unsafeCurrentTimeMillis(), wait), () => Effect.fail(saveFailed))
+        )
+      }
+      const items: Array<Item> = [item, ...b.buffered]
       b.buffered = []
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.forEach(items, (item, i) => run.saver.enqueue(item, now, wait && i === items.length - 1), { discard: true }))
@@ -268,7 +274,10 @@ export const makeRunner = <S>(engine: Engine<S>) => {
         if (b.tasks.length === 0) return b.state
         if (run.saver.failure() !== undefined) return yield* Effect.fail(saveFailed)
         const now = clock.unsafeCurrentTimeMillis()
-        if (lagBounded) yield* run.saver.bound(now - durations.maxSaveLag)
+        if (lagBounded) {
+          const bounded = run.saver.bound(now - durations.maxSaveLag)
+          if (bounded !== undefined) yield* bounded
+        }
         const paused = pauses(run)
         if (paused !== undefined) yield* paused
         if (run.supersteps >= compiled.recursionLimit) {

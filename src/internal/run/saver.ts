@@ -110,8 +110,8 @@ export interface Saver {
   readonly enqueue: (item: Item, madeAt: number, wait: boolean) => Effect.Effect<void, WriteError>
   /** Fails with `SaveFailed` if a save failed (the step-boundary check). */
   readonly check: Effect.Effect<void, SaveFailed>
-  /** Waits until nothing handed over before `madeAt <= olderThan` is still unlanded. */
-  readonly bound: (olderThan: number) => Effect.Effect<void>
+  /** Waits until nothing handed over at `madeAt <= olderThan` is still unlanded; `undefined` when nothing is. */
+  readonly bound: (olderThan: number) => Effect.Effect<void> | undefined
   /** Waits until every handed-over item landed or was dropped after a failure. */
   readonly drain: Effect.Effect<void>
   readonly failure: () => Failure | undefined
@@ -146,8 +146,11 @@ export const makeSaver = (options: SaverOptions): Saver => {
   const fail = (cause: Cause.Cause<WriteError>) => {
     failure ??= { cause, at: options.clockTick() }
   }
-  const settle = (batch: ReadonlyArray<Entry>, exit: Exit.Exit<void, WriteError>) =>
-    Effect.forEach(batch, (e) => e.done === undefined ? Effect.void : Deferred.done(e.done, exit), { discard: true })
+  const settle = (batch: ReadonlyArray<Entry>, exit: Exit.Exit<void, WriteError>): Effect.Effect<void> => {
+    let waiting: Array<Deferred.Deferred<void, WriteError>> | undefined
+    for (const e of batch) if (e.done !== undefined) (waiting ??= []).push(e.done)
+    return waiting === undefined ? Effect.void : Effect.forEach(waiting, (d) => Deferred.done(d, exit), { discard: true })
+  }
 
   /**
    * The execution is not where the run thought (another writer, or the
@@ -282,11 +285,10 @@ export const makeSaver = (options: SaverOptions): Saver => {
         })
         return done === undefined ? start : Effect.zipRight(start, Deferred.await(done))
       }),
-    bound: (olderThan) =>
-      Effect.suspend(() => {
-        const oldest = flying ?? pending[0]?.madeAt
-        return oldest !== undefined && oldest <= olderThan ? drain : Effect.void
-      }),
+    bound: (olderThan) => {
+      const oldest = flying ?? pending[0]?.madeAt
+      return oldest !== undefined && oldest <= olderThan ? drain : undefined
+    },
     drain,
     failure: () => failure,
     landed: () => landed
