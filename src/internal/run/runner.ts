@@ -122,20 +122,28 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       return this
     }
     // A failed write stops the run with the store's own error (the queue keeps it; see `execute`).
-    write = (key: string, value: Checkpoint.Json, execution?: CheckpointStore.ExecutionPatch) =>
-      writeTask(this.run, this.b!, this.taskId, [{ key, value }], execution, true) as unknown as Effect.Effect<void, WriteError>
-    resumeValue = (index: number) => {
+    write(key: string, value: Checkpoint.Json, execution?: CheckpointStore.ExecutionPatch) {
+      return writeTask(this.run, this.b!, this.taskId, [{ key, value }], execution, true) as unknown as Effect.Effect<
+        void,
+        WriteError
+      >
+    }
+    resumeValue(index: number) {
       const answers = this.b!.answers.get(this.taskId)
       return answers === undefined || !answers.has(index) ? Option.none() : Option.some(answers.get(index))
     }
-    claimStep = (name: string) => {
+    claimStep(name: string) {
       this.steps ??= new Set()
       if (this.steps.has(name)) return false
       this.steps.add(name)
       return true
     }
-    nextInterrupt = () => this.interrupts++
-    nextSleep = () => this.sleeps++
+    nextInterrupt() {
+      return this.interrupts++
+    }
+    nextSleep() {
+      return this.sleeps++
+    }
   }
 
   const finishedEvent = (run: Run<S>, task: Task, update: unknown, replayed: boolean) =>

@@ -123,30 +123,53 @@ export interface Saver {
 const isExpectationConflict = (cause: Cause.Cause<unknown>): boolean =>
   Option.exists(Cause.failureOption(cause), (e) => e instanceof CheckpointConflict && e.reason === "ExpectationFailed")
 
-export const makeSaver = (options: SaverOptions): Saver => {
-  const { executionId, owner, store } = options
-  const pending: Array<Entry> = []
+const idle = { _tag: "idle" } as const
+
+/**
+ * The queue of one run. A class, not a closure: a run makes one, and its
+ * methods are shared by every run.
+ */
+class SaveQueue implements Saver {
+  private readonly pending: Array<Entry> = []
   /** The newest checkpoint that landed: the condition of the next checkpoint write. */
-  let landed: { version: number; id: Checkpoint.CheckpointId | undefined } = { ...options.start }
-  let mayRebase = options.rebase
-  let failure: Failure | undefined
+  private landedAt: { version: number; id: Checkpoint.CheckpointId | undefined }
+  private mayRebase: boolean
+  private failed: Failure | undefined
   /** When the oldest entry of the batch being written was handed over. */
-  let flying: number | undefined
+  private flying: number | undefined
   /**
    * Who writes: `"idle"`; `"scheduled"`: a fiber was forked but has not
    * started (whoever comes first — that fiber, or a run that must wait anyway
    * — does the writing; `token` tells the fiber whether it still should); or
    * `"running"` with the fiber.
    */
-  let writer: { readonly _tag: "idle" } | { readonly _tag: "scheduled"; readonly token: object } | {
+  private writer: typeof idle | { readonly _tag: "scheduled"; readonly token: object } | {
     readonly _tag: "running"
     readonly fiber: Fiber.RuntimeFiber<void>
-  } = { _tag: "idle" }
+  } = idle
 
-  const fail = (cause: Cause.Cause<WriteError>) => {
-    failure ??= { cause, at: options.clockTick() }
+  constructor(private readonly options: SaverOptions) {
+    this.landedAt = { ...options.start }
+    this.mayRebase = options.rebase
   }
-  const settle = (batch: ReadonlyArray<Entry>, exit: Exit.Exit<void, WriteError>): Effect.Effect<void> => {
+
+  failure(): Failure | undefined {
+    return this.failed
+  }
+
+  landed(): { readonly version: number; readonly id: Checkpoint.CheckpointId | undefined } {
+    return this.landedAt
+  }
+
+  get check(): Effect.Effect<void, SaveFailed> {
+    return this.failed === undefined ? Effect.void : Effect.fail(saveFailed)
+  }
+
+  private fail(cause: Cause.Cause<WriteError>) {
+    this.failed ??= { cause, at: this.options.clockTick() }
+  }
+
+  private settle(batch: ReadonlyArray<Entry>, exit: Exit.Exit<void, WriteError>): Effect.Effect<void> {
     let waiting: Array<Deferred.Deferred<void, WriteError>> | undefined
     for (const e of batch) if (e.done !== undefined) (waiting ??= []).push(e.done)
     return waiting === undefined ? Effect.void : Effect.forEach(waiting, (d) => Deferred.done(d, exit), { discard: true })
@@ -157,13 +180,13 @@ export const makeSaver = (options: SaverOptions): Saver => {
    * runnable did not know it): read where it is and renumber every checkpoint
    * not landed yet to follow it. Nothing of the run has landed yet.
    */
-  const rebase = (batch: ReadonlyArray<Entry>) =>
-    Effect.map(store.latest(executionId), (latest) => {
+  private rebase(batch: ReadonlyArray<Entry>) {
+    return Effect.map(this.options.store.latest(this.options.executionId), (latest) => {
       const base = Option.match(latest, { onNone: () => 0, onSome: (cp) => cp.version })
       const latestId = Option.getOrUndefined(Option.map(latest, (cp) => cp.id))
-      const delta = base - landed.version
+      const delta = base - this.landedAt.version
       let first = true
-      for (const entry of [...batch, ...pending]) {
+      for (const entry of [...batch, ...this.pending]) {
         const item = entry.item
         if (item._tag !== "Checkpoint") continue
         const { parentId: previous, ...rest } = item.checkpoint
@@ -174,48 +197,62 @@ export const makeSaver = (options: SaverOptions): Saver => {
           true
         )
       }
-      landed = { version: base, id: latestId }
-      mayRebase = false
-      options.onRebase(delta, latestId)
+      this.landedAt = { version: base, id: latestId }
+      this.mayRebase = false
+      this.options.onRebase(delta, latestId)
     })
-
-  const expectation = (): CheckpointStore.Expectation => ({
-    executionId,
-    latestVersion: landed.version,
-    ...(landed.id === undefined ? {} : { latestCheckpointId: landed.id })
-  })
+  }
 
   /** Writes consecutive checkpoints: together; if that fails as a whole, one by one, so the longest good prefix lands. */
-  const writeCheckpoints = (batch: ReadonlyArray<Entry>): Effect.Effect<void, WriteError> =>
-    Effect.suspend(() => {
+  private writeCheckpoints(batch: ReadonlyArray<Entry>): Effect.Effect<void, WriteError> {
+    return Effect.suspend(() => {
       const cps = batch.map((e) => (e.item as Extract<Item, { _tag: "Checkpoint" }>).checkpoint)
       const last = batch[batch.length - 1]!.item as Extract<Item, { _tag: "Checkpoint" }>
-      const saveOptions: CheckpointStore.SaveOptions = { expect: expectation(), owner, execution: last.execution }
-      const moved = Effect.sync(() => {
-        const newest = cps[cps.length - 1]!
-        landed = { version: newest.version, id: newest.id }
-        mayRebase = false
-        cps.forEach((cp) => options.onLanded?.(cp))
-      })
+      const landed = this.landedAt
+      const saveOptions: CheckpointStore.SaveOptions = {
+        expect: {
+          executionId: this.options.executionId,
+          latestVersion: landed.version,
+          ...(landed.id === undefined ? {} : { latestCheckpointId: landed.id })
+        },
+        owner: this.options.owner,
+        execution: last.execution
+      }
+      const store = this.options.store
       const all = cps.length === 1 ? store.save(cps[0]!, saveOptions) : store.saveMany(cps, saveOptions)
-      return Effect.catchAllCause(Effect.zipRight(all, moved), (cause): Effect.Effect<void, WriteError> => {
-        if (isExpectationConflict(cause)) {
-          return mayRebase ? Effect.zipRight(rebase(batch), writeCheckpoints(batch)) : Effect.failCause(cause)
+      return Effect.matchCauseEffect(all, {
+        onSuccess: () => {
+          const newest = cps[cps.length - 1]!
+          this.landedAt = { version: newest.version, id: newest.id }
+          this.mayRebase = false
+          const onLanded = this.options.onLanded
+          if (onLanded !== undefined) cps.forEach(onLanded)
+          return Effect.void
+        },
+        onFailure: (cause): Effect.Effect<void, WriteError> => {
+          if (isExpectationConflict(cause)) {
+            return this.mayRebase ? Effect.zipRight(this.rebase(batch), this.writeCheckpoints(batch)) : Effect.failCause(cause)
+          }
+          if (cps.length === 1) return Effect.failCause(cause)
+          // One by one, each on the one before; the patch goes with the last.
+          return Effect.forEach(batch, (entry) => this.writeCheckpoints([entry]), { discard: true })
         }
-        if (cps.length === 1) return Effect.failCause(cause)
-        // One by one, each on the one before; the patch goes with the last.
-        return Effect.forEach(batch, (entry) => writeCheckpoints([entry]), { discard: true })
       })
     })
+  }
 
-  const writeItem = (batch: ReadonlyArray<Entry>): Effect.Effect<void, WriteError> => {
+  private writeItem(batch: ReadonlyArray<Entry>): Effect.Effect<void, WriteError> {
     const item = batch[0]!.item
-    if (item._tag === "Checkpoint") return writeCheckpoints(batch)
-    return store.saveWrites(item.checkpointId, item.taskId, item.writes, { owner, execution: item.execution })
+    if (item._tag === "Checkpoint") return this.writeCheckpoints(batch)
+    return this.options.store.saveWrites(item.checkpointId, item.taskId, item.writes, {
+      owner: this.options.owner,
+      execution: item.execution
+    })
   }
 
   /** The next batch: every consecutive checkpoint at the head, or one writes item. */
-  const takeBatch = (): Array<Entry> => {
+  private takeBatch(): Array<Entry> {
+    const pending = this.pending
     if (pending[0]!.item._tag === "Writes") return pending.splice(0, 1)
     let n = 1
     while (n < pending.length && pending[n]!.item._tag === "Checkpoint") n++
@@ -223,74 +260,84 @@ export const makeSaver = (options: SaverOptions): Saver => {
   }
 
   /** Writes everything pending, batch after batch, until nothing is left or a write fails. */
-  const flushAll: Effect.Effect<void> = Effect.suspend(() => {
-    if (pending.length === 0) return Effect.void
-    const batch = takeBatch()
-    flying = batch[0]!.madeAt
-    return Effect.matchCauseEffect(Effect.ensuring(writeItem(batch), Effect.sync(() => flying = undefined)), {
-      onFailure: (cause) => {
-        fail(cause)
-        // Nothing after a failed save may land: drop the rest, so what is stored stays a gap-free prefix.
-        const dropped = pending.splice(0, pending.length)
-        return settle([...batch, ...dropped], Exit.failCause(cause))
-      },
-      onSuccess: () => Effect.zipRight(settle(batch, Exit.void), flushAll)
+  private flushAll(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.pending.length === 0) return Effect.void
+      const batch = this.takeBatch()
+      this.flying = batch[0]!.madeAt
+      return Effect.matchCauseEffect(this.writeItem(batch), {
+        onFailure: (cause) => {
+          this.flying = undefined
+          this.fail(cause)
+          // Nothing after a failed save may land: drop the rest, so what is stored stays a gap-free prefix.
+          const dropped = this.pending.splice(0, this.pending.length)
+          return this.settle([...batch, ...dropped], Exit.failCause(cause))
+        },
+        onSuccess: () => {
+          this.flying = undefined
+          return Effect.zipRight(this.settle(batch, Exit.void), this.flushAll())
+        }
+      })
     })
-  })
+  }
 
   /** The body of a forked save fiber: it writes only if nobody took over before it started. */
-  const forked = (token: object): Effect.Effect<void> =>
-    Effect.withFiberRuntime((fiber) => {
+  private forked(token: object): Effect.Effect<void> {
+    return Effect.withFiberRuntime((fiber) => {
+      const writer = this.writer
       if (writer._tag !== "scheduled" || writer.token !== token) return Effect.void
-      writer = { _tag: "running", fiber: fiber as Fiber.RuntimeFiber<void> }
-      return Effect.ensuring(flushAll, Effect.sync(() => writer = { _tag: "idle" }))
+      this.writer = { _tag: "running", fiber: fiber as Fiber.RuntimeFiber<void> }
+      return Effect.ensuring(this.flushAll(), Effect.sync(() => this.writer = idle))
     })
+  }
 
   /** Writes what is pending in this fiber, whole (an interruption never cuts a save). */
-  const flushHere = Effect.suspend(() => {
-    writer = { _tag: "idle" }
-    return Effect.uninterruptible(flushAll)
-  })
+  private flushHere(): Effect.Effect<void> {
+    this.writer = idle
+    return Effect.uninterruptible(this.flushAll())
+  }
 
   /** Until every handed-over item landed: take over a fiber that has not started, await one that has. */
-  const drain: Effect.Effect<void> = Effect.suspend(() => {
-    switch (writer._tag) {
-      case "idle":
-        return pending.length === 0 ? Effect.void : Effect.zipRight(flushHere, drain)
-      case "scheduled":
-        return Effect.zipRight(flushHere, drain)
-      case "running":
-        return Effect.zipRight(Fiber.await(writer.fiber), drain)
+  get drain(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const writer = this.writer
+      switch (writer._tag) {
+        case "idle":
+          return this.pending.length === 0 ? Effect.void : Effect.zipRight(this.flushHere(), this.drain)
+        case "scheduled":
+          return Effect.zipRight(this.flushHere(), this.drain)
+        case "running":
+          return Effect.zipRight(Fiber.await(writer.fiber), this.drain)
+      }
+    })
+  }
+
+  private failedEffect(): Effect.Effect<void, WriteError> {
+    return Effect.suspend(() => this.failed === undefined ? Effect.void : Effect.failCause(this.failed.cause))
+  }
+
+  enqueue(item: Item, madeAt: number, wait: boolean): Effect.Effect<void, WriteError> {
+    if (this.failed !== undefined) return Effect.failCause(this.failed.cause)
+    if (wait && this.writer._tag !== "running") {
+      // Nobody is writing: write it (and anything pending before it) here.
+      this.pending.push({ item, madeAt, done: undefined })
+      return Effect.suspend(() => Effect.zipRight(this.flushHere(), this.failedEffect()))
     }
-  })
+    const done = wait ? Deferred.unsafeMake<void, WriteError>(undefined as never) : undefined
+    this.pending.push({ item, madeAt, done })
+    let start: Effect.Effect<void> = Effect.void
+    if (this.writer._tag === "idle") {
+      const token = {}
+      this.writer = { _tag: "scheduled", token }
+      start = Effect.asVoid(Effect.forkDaemon(this.forked(token)))
+    }
+    return done === undefined ? start : Effect.zipRight(start, Deferred.await(done))
+  }
 
-  const failed = Effect.suspend(() => failure === undefined ? Effect.void : Effect.failCause(failure.cause))
-
-  return {
-    check: Effect.suspend(() => failure === undefined ? Effect.void : Effect.fail(saveFailed)),
-    enqueue: (item, madeAt, wait) =>
-      Effect.suspend(() => {
-        if (failure !== undefined) return failed
-        if (wait && writer._tag !== "running") {
-          // Nobody is writing: write it (and anything pending before it) here.
-          pending.push({ item, madeAt, done: undefined })
-          return Effect.zipRight(flushHere, failed)
-        }
-        const done = wait ? Deferred.unsafeMake<void, WriteError>(undefined as never) : undefined
-        pending.push({ item, madeAt, done })
-        const start = writer._tag !== "idle" ? Effect.void : Effect.suspend(() => {
-          const token = {}
-          writer = { _tag: "scheduled", token }
-          return Effect.asVoid(Effect.forkDaemon(forked(token)))
-        })
-        return done === undefined ? start : Effect.zipRight(start, Deferred.await(done))
-      }),
-    bound: (olderThan) => {
-      const oldest = flying ?? pending[0]?.madeAt
-      return oldest !== undefined && oldest <= olderThan ? drain : undefined
-    },
-    drain,
-    failure: () => failure,
-    landed: () => landed
+  bound(olderThan: number): Effect.Effect<void> | undefined {
+    const oldest = this.flying ?? this.pending[0]?.madeAt
+    return oldest !== undefined && oldest <= olderThan ? this.drain : undefined
   }
 }
+
+export const makeSaver = (options: SaverOptions): Saver => new SaveQueue(options)
