@@ -36,7 +36,7 @@ import {
 } from "./CheckpointError.js"
 import type * as CheckpointStore from "./CheckpointStore.js"
 import { statuses, unfinished } from "./internal/records.js"
-import { forBackend } from "./internal/telemetry.js"
+import { forBackend, span } from "./internal/telemetry.js"
 import * as Telemetry from "./Telemetry.js"
 import { checkId, idProblem, isValidId } from "./internal/identifier.js"
 import { checkpointProblem, type Encoded, encodeChecked, toEncoded } from "./internal/codec.js"
@@ -672,19 +672,17 @@ const instrument = (name: string) => {
       1
     )
   }
-  /** A span (without a stack capture: it is on every save's path) and, on failure, a counted error. */
+  /** A span (when a tracer is provided: see `span`) and, on failure, a counted error. */
   const op = <A, E, R>(
     operation: string,
     attributes: Record<string, unknown>,
     effect: Effect.Effect<A, E, R>
   ): Effect.Effect<A, E, R> =>
-    effect.pipe(
-      Effect.tapErrorCause(counted(operation)),
-      Effect.withSpan(`checkpoint.${operation}`, {
-        kind: "client",
-        captureStackTrace: false,
-        attributes: { "checkpoint.backend": name, ...attributes }
-      })
+    span(
+      Effect.tapErrorCause(effect, counted(operation)),
+      `checkpoint.${operation}`,
+      () => ({ "checkpoint.backend": name, ...attributes }),
+      "client"
     )
   /** A read: counted, then as {@link op}. */
   const read = <A, E, R>(operation: string, attributes: Record<string, unknown>, effect: Effect.Effect<A, E, R>) =>
@@ -718,7 +716,7 @@ const instrument = (name: string) => {
             metrics.checkpointBytes.unsafeUpdate(bytes, [])
             return LogLevel.greaterThan(level, LogLevel.Debug)
               ? Effect.void
-              : Effect.annotateLogs(Effect.logDebug(`saved ${encoded.length} checkpoint(s)`), attributes)
+              : Effect.annotateLogs(Effect.logDebug(`saved ${encoded.length} checkpoint(s)`), { "checkpoint.backend": name, ...attributes })
           }))
       })
     )

@@ -297,7 +297,8 @@ export const memoryBackend = (state: MemoryState): Backend => {
       case "sleeping":
         return r.wakeAt === undefined || r.wakeAt <= now
       case "running":
-        return r.lease !== undefined
+        // Its lease expired (a run died), or it has none (released without a status): nobody runs it.
+        return true
       default:
         return false
     }

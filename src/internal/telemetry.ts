@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { Metric, MetricBoundaries, MetricKey, MetricLabel } from "effect"
+import { Effect, Metric, MetricBoundaries, MetricKey, MetricLabel, type Tracer } from "effect"
 
 export const keys = {
   saves: MetricKey.counter("effect_checkpoint_saves_total", { description: "Checkpoints saved", incremental: true }),
@@ -41,3 +41,25 @@ export const forBackend = (backend: string) => {
     checkpointBytes: tagged(keys.checkpointBytes)
   }
 }
+
+/** Effect's built-in tracer (what runs when none is provided), read once. */
+let builtIn: Tracer.Tracer | undefined
+const builtInTracer = (): Tracer.Tracer => builtIn ??= Effect.runSync(Effect.tracer)
+
+/**
+ * `effect` in a span named `name` — when a tracer other than Effect's
+ * built-in one is provided (e.g. `@effect/opentelemetry`'s). Without one,
+ * spans would be in-memory objects nobody reads, and a span on every save
+ * costs as much as the rest of a Memory save: they are skipped.
+ */
+export const span = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  name: string,
+  attributes: () => Record<string, unknown>,
+  kind: Tracer.SpanKind = "internal"
+): Effect.Effect<A, E, R> =>
+  Effect.tracerWith((tracer) =>
+    tracer === builtInTracer()
+      ? effect
+      : Effect.withSpan(effect, name, { kind, captureStackTrace: false, attributes: attributes() })
+  )

@@ -22,6 +22,7 @@ import {
 import { NodeContext, type NodeContextService } from "./context.js"
 import { type Boundary, emptyAnswers, noWrites, emptyFired, emptyWrites, type Engine, failureOf, PAUSE_TASK, type Run, runtimeOf } from "./engine.js"
 import { type Failure, isSaveFailed, type Item, makeSaver, SaveFailed, saveFailed, type WriteError } from "./saver.js"
+import { span } from "../telemetry.js"
 import { applyUpdates, type Finished, makeTasks, planNext, stepName, type Task, viewOf } from "./superstep.js"
 
 /** Builds the run functions of an engine. */
@@ -204,7 +205,15 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       b.tasks,
       (task) =>
         Effect.catchIf(
-          Effect.map(runTask(run, b, task, true), (update): Finished | GraphInterrupted | GraphSuspended => ({ task, update })),
+          Effect.map(
+            span(runTask(run, b, task, true), "checkpoint.task", () => ({
+              "checkpoint.execution_id": run.executionId,
+              "checkpoint.node": task.node,
+              "checkpoint.task_id": task.id,
+              "checkpoint.id": b.id
+            })),
+            (update): Finished | GraphInterrupted | GraphSuspended => ({ task, update })
+          ),
           isStop,
           (e) => Effect.succeed(e)
         ),
@@ -294,7 +303,16 @@ export const makeRunner = <S>(engine: Engine<S>) => {
         const renewed = renewIfDue(run, now)
         if (renewed !== undefined) yield* renewed
         run.supersteps++
-        const finished = yield* runTasks(run, b)
+        const finished = yield* span(
+          runTasks(run, b),
+          b.tasks.length === 1 ? "checkpoint.node" : "checkpoint.superstep",
+          () => ({
+            "checkpoint.execution_id": run.executionId,
+            "checkpoint.superstep": run.supersteps,
+            "checkpoint.node": b.tasks.length === 1 ? b.tasks[0]!.node : stepName(b.tasks),
+            "checkpoint.id": b.id
+          })
+        )
         const applied = applyUpdates(compiled, b.state, finished)
         if (Either.isLeft(applied)) return yield* Effect.fail(applied.left)
         const state: S = applied.right
@@ -354,6 +372,9 @@ export const makeRunner = <S>(engine: Engine<S>) => {
    * first failure in time wins, the other stays in the Cause.
    */
   const execute = (run: Run<S>): Effect.Effect<S, any, any> =>
+    span(executeRun(run), "checkpoint.run", () => ({ "checkpoint.execution_id": run.executionId, "checkpoint.mode": run.mode }))
+
+  const executeRun = (run: Run<S>): Effect.Effect<S, any, any> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         active.set(run.executionId, run)
