@@ -30,10 +30,12 @@ const admin = new Redis(TEST_URL, { lazyConnect: true, maxRetriesPerRequest: 1, 
 afterAll(() => admin.quit())
 
 const store = CheckpointStore.CheckpointStore
+/** The store's keys, spelled out as the README documents them (not imported from src: the test checks the layout). */
 const keysOf = (prefix: string) => ({
-  checkpoint: (id: string) => `${prefix}checkpoint:${id}`,
-  execution: (e: string) => `${prefix}execution:${e}:checkpoints`,
-  executions: `${prefix}executions`
+  checkpoint: (id: string) => `${prefix}|c|${id}`,
+  execution: (e: string) => `${prefix}|x|${e}`,
+  executions: `${prefix}|executions`,
+  staging: (token: string) => `${prefix}|s|${token}`
 })
 
 /** Every key under `prefix` (tests only: the prefix is unique to one test). */
@@ -60,7 +62,7 @@ const mayLeaveStaging = new Set<string>()
 
 /** The staging keys under `prefix`, with their remaining time to live (ms). */
 const stagingKeys = (prefix: string) =>
-  Effect.flatMap(scanPrefix(`${prefix}staging:`), (keys) =>
+  Effect.flatMap(scanPrefix(keysOf(prefix).staging("")), (keys) =>
     Effect.promise(() => Promise.all(keys.map(async (key) => ({ key, pttl: await admin.pttl(key) })))))
 
 /** Asserts that every staging key under `prefix` expires, and within the staging ttl. */
@@ -88,7 +90,7 @@ const cleanup = (prefix: string) =>
     })
     if (mayLeaveStaging.delete(prefix)) {
       yield* stagingKeysExpire(prefix)
-      const staging = yield* scanPrefix(`${prefix}staging:`)
+      const staging = yield* scanPrefix(keysOf(prefix).staging(""))
       if (staging.length > 0) yield* Effect.promise(() => admin.del(...staging))
     }
     const left = yield* scanPrefix(prefix)
@@ -626,7 +628,7 @@ describe("RedisStore", () => {
           expect(yield* Effect.flip(replayOne)).toContain("a staged document is missing")
           // saveMany: one staged document present, the next one missing.
           const present = `${randomUUID()}`
-          yield* Effect.promise(() => admin.set(`${prefix}staging:${present}`, "{}", "PX", 60_000))
+          yield* Effect.promise(() => admin.set(keysOf(prefix).staging(present), "{}", "PX", 60_000))
           const a = yield* mk(e, 4)
           const replayMany = Effect.tryPromise({
             try: () =>
@@ -927,8 +929,8 @@ describe("RedisStore", () => {
         // Each checkpoint is whole or absent; each acknowledged save is there (appendfsync always).
         const present: Array<boolean> = []
         for (const cp of run) {
-          const doc = yield* Effect.promise(() => direct.exists(`checkpoint:${cp.id}`))
-          const score = yield* Effect.promise(() => direct.zscore(`execution:${e}:checkpoints`, cp.id))
+          const doc = yield* Effect.promise(() => direct.exists(keysOf("").checkpoint(cp.id)))
+          const score = yield* Effect.promise(() => direct.zscore(keysOf("").execution(e), cp.id))
           expect(doc === 1, `v${cp.version}: document and index agree`).toBe(score !== null)
           present.push(doc === 1)
         }
@@ -937,7 +939,7 @@ describe("RedisStore", () => {
         })
         expect(listed.map((c) => c.version)).toEqual([1, 2, 3, ...run.filter((_, i) => present[i]).map((c) => c.version)])
         // The 20 KB documents were staged: a staging key that survived the crash still expires (its expiry is in the AOF).
-        const staging = yield* Effect.promise(() => direct.keys("staging:*"))
+        const staging = yield* Effect.promise(() => direct.keys(`${keysOf("").staging("")}*`))
         for (const key of staging) {
           const pttl = yield* Effect.promise(() => direct.pttl(key))
           expect(pttl, key).toBeGreaterThan(0)
@@ -1050,7 +1052,7 @@ describe("RedisStore", () => {
         expect(executionId).toBeDefined()
         expect(out).toContain("The run stopped: step 2: the worker crashed (simulated)")
         expect(out).toContain(`=== Worker B: 2 checkpoints of ${executionId} in Redis ===`)
-        expect(out).toMatch(/#1 __input__ key=example_checkpoints:checkpoint:\S+ ttl=3[56]\d\ds /)
+        expect(out).toMatch(/#1 __input__ key=example_checkpoints:\|c\|\S+ ttl=3[56]\d\ds /)
         const resumed = out.slice(out.indexOf("=== Worker B: resume"))
         expect(resumed).not.toContain("Running step 1")
         expect(resumed).toContain("Running step 2")
