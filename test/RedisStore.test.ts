@@ -8,12 +8,13 @@
  * between its staging `SET` and its script, where they must expire.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Duration, Effect, Either, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Either, FastCheck, Fiber, Layer, Option, Redacted, Schedule } from "effect"
 import { Redis } from "ioredis"
 import { execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
+import { isValidId } from "../src/internal/identifier.js"
 import * as RedisStore from "../src/layers/Redis.js"
 import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
 import { closedPort, redisProxy } from "./fixtures/redis-proxy.js"
@@ -75,19 +76,31 @@ const stagingKeysExpire = (prefix: string) =>
     return staging.length
   })
 
+/** Removes a prefix's keys through its own index sets (and nothing else), 500 executions a round trip. */
+const removeByIndex = (prefix: string) =>
+  Effect.promise(async () => {
+    const k = keysOf(prefix)
+    const executions = await admin.zrange(k.executions, 0, -1)
+    for (let i = 0; i < executions.length; i += 500) {
+      const chunk = executions.slice(i, i + 500)
+      const read = admin.pipeline()
+      for (const e of chunk) read.zrange(k.execution(e), 0, -1)
+      const members = (await read.exec()) ?? []
+      const del = admin.pipeline()
+      chunk.forEach((e, j) => {
+        const ids = (members[j]?.[1] ?? []) as Array<string>
+        if (ids.length > 0) del.del(...ids.map(k.checkpoint))
+        del.del(k.execution(e))
+      })
+      await del.exec()
+    }
+    await admin.del(k.executions)
+  })
+
 /** Removes a prefix's keys through its own index sets, then checks that nothing is left. */
 const cleanup = (prefix: string) =>
   Effect.gen(function*() {
-    const k = keysOf(prefix)
-    yield* Effect.promise(async () => {
-      const executions = await admin.zrange(k.executions, 0, -1)
-      for (const e of executions) {
-        const ids = await admin.zrange(k.execution(e), 0, -1)
-        if (ids.length > 0) await admin.del(...ids.map(k.checkpoint))
-        await admin.del(k.execution(e))
-      }
-      await admin.del(k.executions)
-    })
+    yield* removeByIndex(prefix)
     if (mayLeaveStaging.delete(prefix)) {
       yield* stagingKeysExpire(prefix)
       const staging = yield* scanPrefix(keysOf(prefix).staging(""))
@@ -164,9 +177,9 @@ const wholeOrAbsent = (prefix: string, cps: ReadonlyArray<Checkpoint.Checkpoint>
     return present
   })
 
-/** The command names in a stream of RESP requests (`*N\r\n$len\r\narg\r\n…`), lower-cased; stops at a partial one. */
-const commandNames = (bytes: Buffer): Array<string> => {
-  const names: Array<string> = []
+/** The commands in a stream of RESP requests (`*N\r\n$len\r\narg\r\n…`), name lower-cased; stops at a partial one. */
+const commandsIn = (bytes: Buffer): Array<Array<string>> => {
+  const commands: Array<Array<string>> = []
   let at = 0
   const line = () => {
     const end = bytes.indexOf("\r\n", at)
@@ -181,14 +194,17 @@ const commandNames = (bytes: Buffer): Array<string> => {
     const args: Array<string> = []
     for (let i = 0; i < Number(header.slice(1)); i++) {
       const len = line()
-      if (len === undefined || !len.startsWith("$") || at + Number(len.slice(1)) + 2 > bytes.length) return names
+      if (len === undefined || !len.startsWith("$") || at + Number(len.slice(1)) + 2 > bytes.length) return commands
       args.push(bytes.subarray(at, at + Number(len.slice(1))).toString())
       at += Number(len.slice(1)) + 2
     }
-    names.push(args[0]!.toLowerCase())
+    commands.push([args[0]!.toLowerCase(), ...args.slice(1)])
   }
-  return names
+  return commands
 }
+
+/** The command names in a stream of RESP requests, lower-cased. */
+const commandNames = (bytes: Buffer): Array<string> => commandsIn(bytes).map((c) => c[0]!)
 
 /** A checkpoint whose stored document is larger than the store's staging threshold (16 K characters). */
 const mkLarge = (executionId: string, version: number, size = 40_000, tag: unknown = null) =>
@@ -1064,4 +1080,154 @@ describe("RedisStore", () => {
         expect(yield* Effect.promise(() => admin.zscore(k.executions, executionId!))).toBeNull()
       }))
   })
+})
+
+// -----------------------------------------------------------------------------
+// The key space: prefixes never share a key
+// -----------------------------------------------------------------------------
+
+/** A short unique parent prefix, so that generated prefixes under it stay within 64 characters. */
+const shortPrefix = () => `ecp:${randomUUID().slice(0, 8)}:`
+
+/** Every key under `parent` removed; fails if there was any (they should have gone through the indexes). */
+const nothingLeftUnder = (parent: string) =>
+  Effect.gen(function*() {
+    const left = yield* scanPrefix(parent)
+    if (left.length > 0) yield* Effect.promise(() => admin.del(...left))
+    expect(left, `keys left under ${parent}`).toEqual([])
+  })
+
+/** What a store shows of some executions and ids: everything a caller can observe. */
+const observe = (
+  s: CheckpointStore.Service,
+  executions: ReadonlyArray<string>,
+  ids: ReadonlyArray<string>
+) =>
+  Effect.gen(function*() {
+    const summaries = (yield* s.listExecutions()).map((x) => ({ ...x, updatedAt: x.updatedAt.toISOString() }))
+    const lists = yield* Effect.forEach(executions, (e) => Effect.map(s.list(e as Checkpoint.ExecutionId), (cps) => cps.map(view)))
+    const latest = yield* Effect.forEach(executions, (e) =>
+      Effect.map(s.latest(e as Checkpoint.ExecutionId), Option.map(view)))
+    const loaded = yield* Effect.forEach(ids, (id) =>
+      s.load(id as Checkpoint.CheckpointId).pipe(Effect.map(view), Effect.catchTag("CheckpointNotFound", (e) => Effect.succeed(e._tag))))
+    return { summaries, lists, latest, loaded }
+  })
+
+describe("RedisStore key space", () => {
+  /** Pieces that spell the key types of the 0.1.0 layout and of this one. */
+  const pieces = ["checkpoint", "checkpoints", "execution", "executions", "staging", "migration", "c", "x", "s", "p", "0", ":", "-", "."]
+  const joined = (max: number) => FastCheck.array(FastCheck.constantFrom(...pieces), { maxLength: max }).map((xs) => xs.join(""))
+  const room = 64 - shortPrefix().length
+
+  /** What one prefix adds to the other when they nest: random pieces, or one that spells a key type of a layout. */
+  const suffix = FastCheck.oneof(
+    joined(4).filter((s) => s.length > 0),
+    FastCheck.constantFrom("checkpoint:", "execution:", "checkpoint:execution:", "execution:x:checkpoints:", "c:", "x:")
+  )
+  /** Two different prefixes (under a unique parent): one inside the other either way, or unrelated. */
+  const prefixes = FastCheck.tuple(joined(4), suffix, FastCheck.constantFrom("inner", "outer", "apart"), joined(4))
+    .map(([a, s, how, b]) => (how === "inner" ? [a, a + s] : how === "outer" ? [a + s, a] : [a, b]).map((p) => p.slice(0, room)))
+    .filter(([a, b]) => a !== b)
+
+  type Op =
+    | { readonly op: "save"; readonly id: number; readonly e: number; readonly v: number }
+    | { readonly op: "saveMany"; readonly id: number; readonly e: number; readonly v: number; readonly id2: number }
+    | { readonly op: "delete"; readonly id: number }
+    | { readonly op: "clear"; readonly e: number }
+    | { readonly op: "prune"; readonly e: number; readonly keep: number }
+  const pick = FastCheck.nat()
+  const op: FastCheck.Arbitrary<Op> = FastCheck.oneof(
+    FastCheck.record({ op: FastCheck.constant("save" as const), id: pick, e: pick, v: FastCheck.integer({ min: 1, max: 3 }) }),
+    FastCheck.record({ op: FastCheck.constant("saveMany" as const), id: pick, e: pick, v: FastCheck.integer({ min: 1, max: 3 }), id2: pick }),
+    FastCheck.record({ op: FastCheck.constant("delete" as const), id: pick }),
+    FastCheck.record({ op: FastCheck.constant("clear" as const), e: pick }),
+    FastCheck.record({ op: FastCheck.constant("prune" as const), e: pick, keep: FastCheck.integer({ min: 0, max: 1 }) })
+  )
+  /** B's two executions (3 checkpoints each, ids `{e}:{v}`), spelled from the same pieces. */
+  const executionsOfB = FastCheck.uniqueArray(joined(3).map((s) => `b${s}`), { minLength: 2, maxLength: 2 })
+
+  it.live("the issue's case: with prefixes `p:` and `p:checkpoint:`, A.delete(\"execution:e:checkpoints\") leaves B's execution e whole", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const parent = shortPrefix()
+      yield* Effect.addFinalizer(() =>
+        Effect.orDie(Effect.zipRight(Effect.zipRight(removeByIndex(`${parent}p:`), removeByIndex(`${parent}p:checkpoint:`)), nothingLeftUnder(parent))))
+      const build = (prefix: string) => Effect.map(Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), (ctx) => Context.get(ctx, store))
+      const A = yield* build(`${parent}p:`)
+      const B = yield* build(`${parent}p:checkpoint:`)
+      const saved = yield* Effect.forEach([1, 2], (v) => mk("e", v))
+      yield* B.saveMany(saved)
+      yield* A.delete("execution:e:checkpoints" as Checkpoint.CheckpointId)
+      yield* A.clear("e" as Checkpoint.ExecutionId)
+      expect((yield* B.list("e" as Checkpoint.ExecutionId)).map(view)).toEqual(saved.map(view))
+      expect((yield* Effect.flip(B.save(yield* mk("e", 1))))._tag).toBe("CheckpointConflict")
+      expect((yield* B.listExecutions()).map((x) => x.latestVersion)).toEqual([2])
+    })))
+
+  it.live("saves, deletes, clears and prunes on one store never change what another store shows, for any two valid prefixes (nested included)", () =>
+    Effect.promise(() =>
+      FastCheck.assert(
+        FastCheck.asyncProperty(prefixes, executionsOfB, FastCheck.array(op, { minLength: 4, maxLength: 14 }), ([a, b], eB, ops) =>
+          Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+            const parent = shortPrefix()
+            const pa = parent + a!
+            const pb = parent + b!
+            yield* Effect.addFinalizer(() =>
+              Effect.orDie(Effect.zipRight(Effect.zipRight(removeByIndex(pa), removeByIndex(pb)), nothingLeftUnder(parent))))
+            const build = (prefix: string) =>
+              Effect.map(Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), (ctx) => Context.get(ctx, store))
+            const A = yield* build(pa)
+            const B = yield* build(pb)
+            const idsOfB = eB.flatMap((e) => [1, 2, 3].map((v) => `${e}:${v}`))
+            yield* B.saveMany(yield* Effect.forEach(idsOfB, (id) => mk(id.slice(0, id.lastIndexOf(":")), Number(id.slice(-1)), { id })))
+            // A's ids and executions: B's own names, and every name that makes one of A's keys spell one of
+            // B's, in this layout or the 0.1.0 one (there, A.delete("execution:e:checkpoints") under the
+            // prefixes `p:` and `p:checkpoint:` removed B's index of e). This layout has none: they all hold a `|`.
+            const layouts = [
+              { c: (p: string) => [`${p}|c|`, ""], x: (p: string) => [`${p}|x|`, ""], all: (p: string) => [`${p}|executions`] },
+              {
+                c: (p: string) => [`${p}checkpoint:`, ""],
+                x: (p: string) => [`${p}execution:`, ":checkpoints"],
+                all: (p: string) => [`${p}executions`]
+              }
+            ]
+            const spelled = layouts.flatMap((l) => {
+              const keysOfB = [
+                ...idsOfB.map((id) => l.c(pb).join(id)),
+                ...eB.map((e) => l.x(pb).join(e)),
+                ...l.all(pb),
+                `${pb}|s|x`,
+                `${pb}staging:x`
+              ]
+              return [l.c(pa), l.x(pa)].flatMap(([head, tail]) =>
+                keysOfB.filter((k) => k.startsWith(head!) && k.endsWith(tail!) && k.length > head!.length + tail!.length)
+                  .map((k) => k.slice(head!.length, k.length - tail!.length)))
+            })
+            const pool = [...eB, ...idsOfB, ...spelled, "a-1"].filter(isValidId)
+            const at = (i: number) => pool[i % pool.length]!
+            const before = yield* observe(B, eB, idsOfB)
+            for (const o of ops) {
+              const attempt: Effect.Effect<unknown, unknown> = o.op === "save"
+                ? Effect.flatMap(mk(at(o.e), o.v, { id: at(o.id) }), (cp) => A.save(cp))
+                : o.op === "saveMany"
+                ? Effect.flatMap(
+                  Effect.all([mk(at(o.e), o.v, { id: at(o.id) }), mk(at(o.e), o.v + 3, { id: `${at(o.id2)}-2` })]),
+                  (cps) => A.saveMany(cps)
+                )
+                : o.op === "delete"
+                ? A.delete(at(o.id) as Checkpoint.CheckpointId)
+                : o.op === "clear"
+                ? A.clear(at(o.e) as Checkpoint.ExecutionId)
+                : A.prune(at(o.e) as Checkpoint.ExecutionId, o.keep)
+              const result = yield* Effect.either(attempt)
+              if (Either.isLeft(result)) expect(result.left).toMatchObject({ _tag: "CheckpointConflict" })
+            }
+            expect(yield* observe(B, eB, idsOfB)).toEqual(before)
+            // B's versions are still taken.
+            const again = yield* Effect.flip(B.save(yield* mk(eB[0]!, 1)))
+            expect(again._tag).toBe("CheckpointConflict")
+          })))
+        ),
+        { numRuns: 30 }
+      )
+    ))
 })
