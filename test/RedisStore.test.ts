@@ -8,14 +8,17 @@
  * between its staging `SET` and its script, where they must expire.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Duration, Effect, Either, FastCheck, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Either, FastCheck, Fiber, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import { Redis } from "ioredis"
 import { execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as Graph from "../src/Graph.js"
 import { isValidId } from "../src/internal/identifier.js"
+import * as MemoryStore from "../src/layers/Memory.js"
 import * as RedisStore from "../src/layers/Redis.js"
+import { SCRIPTS } from "../src/internal/redisScripts.js"
 import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
 import { closedPort, redisProxy } from "./fixtures/redis-proxy.js"
 import { privateRedis } from "./fixtures/redis-server.js"
@@ -1230,4 +1233,260 @@ describe("RedisStore key space", () => {
         { numRuns: 30 }
       )
     ))
+})
+
+// -----------------------------------------------------------------------------
+// Migration from the 0.1.0 layout
+// -----------------------------------------------------------------------------
+
+/** The keys of the 0.1.0 layout, as its README listed them. */
+const oldKeysOf = (prefix: string) => ({
+  checkpoint: (id: string) => `${prefix}checkpoint:${id}`,
+  execution: (e: string) => `${prefix}execution:${e}:checkpoints`,
+  executions: `${prefix}executions`
+})
+
+/**
+ * Writes checkpoints as a 0.1.0 store saved them, with raw commands: the document, its entry in the
+ * execution's index, the execution in the executions set (scored `savedAt`). With `ttlMs`, the
+ * documents and the execution's index expire, and the executions set too if `executionsExpire`.
+ */
+const writeOld = (
+  prefix: string,
+  cps: ReadonlyArray<Checkpoint.Checkpoint>,
+  options: { readonly ttlMs?: number; readonly savedAt?: number; readonly executionsExpire?: boolean } = {}
+) =>
+  Effect.gen(function*() {
+    const k = oldKeysOf(prefix)
+    const docs = yield* Effect.forEach(cps, (cp) => Effect.orDie(Checkpoint.encode(cp)))
+    yield* Effect.promise(async () => {
+      for (let i = 0; i < cps.length; i += 1000) {
+        const p = admin.pipeline()
+        cps.slice(i, i + 1000).forEach((cp, j) => {
+          if (options.ttlMs === undefined) p.set(k.checkpoint(cp.id), docs[i + j]!)
+          else p.set(k.checkpoint(cp.id), docs[i + j]!, "PX", options.ttlMs)
+          p.zadd(k.execution(cp.executionId), cp.version, cp.id)
+          p.zadd(k.executions, options.savedAt ?? Date.now(), cp.executionId)
+          if (options.ttlMs !== undefined) {
+            p.pexpire(k.execution(cp.executionId), options.ttlMs)
+            if (options.executionsExpire === true) p.pexpire(k.executions, options.ttlMs)
+          }
+        })
+        await p.exec()
+      }
+    })
+  })
+
+/** The keys under `prefix` that are not of this layout (no `|` after the prefix). */
+const oldLayoutKeys = (prefix: string) =>
+  Effect.map(scanPrefix(prefix), (keys) => keys.filter((key) => !key.slice(prefix.length).includes("|")))
+
+/** Every key under `prefix` with its type, value and whether it expires: what a no-op must leave equal. */
+const snapshot = (prefix: string) =>
+  Effect.flatMap(scanPrefix(prefix), (keys) =>
+    Effect.promise(() =>
+      Promise.all(keys.map(async (key) => {
+        const type = await admin.type(key)
+        const value = type === "string" ? await admin.get(key) : type === "zset" ? await admin.zrange(key, 0, -1, "WITHSCORES") : type
+        const pttl = await admin.pttl(key)
+        return { key, type, value, expires: pttl > 0 }
+      }))
+    ))
+
+/** One step of the migration script, as the store runs it (a test hook: the store runs steps until done). */
+const migrateStep = (prefix: string, budget: number) =>
+  Effect.promise(() => admin.eval(SCRIPTS.migrate.lua, 0, prefix, String(budget)))
+
+const buildStore = (prefix: string) =>
+  Effect.map(Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), (ctx) => Context.get(ctx, store))
+
+const Steps = Schema.Struct({ n: Schema.Int, trail: Schema.Array(Schema.String) })
+const stepsGraph = Graph.make(Steps).pipe(
+  Graph.addNode("one", (s) => Effect.succeed({ n: s.n + 1, trail: [...s.trail, "one"] })),
+  Graph.addNode("two", (s) => Effect.succeed({ n: s.n + 1, trail: [...s.trail, "two"] })),
+  Graph.addNode("three", (s) => Effect.succeed({ n: s.n + 1, trail: [...s.trail, "three"] })),
+  Graph.setEntryPoint("one"),
+  Graph.addEdge("one", "two"),
+  Graph.addEdge("two", "three"),
+  Graph.addEdge("three", Graph.END)
+)
+
+describe("RedisStore migration from the 0.1.0 layout", () => {
+  it.live("a 0.1.0 data set is migrated when the store is built: listed, loaded, resumable, expiries kept; what is not its own stays; a second build changes nothing", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const prefix = yield* ownedPrefix
+      const old = oldKeysOf(prefix)
+      // A graph run paused after its first node, saved by a 0.1.0 store.
+      const paused = yield* Effect.gen(function*() {
+        const runnable = yield* Graph.compileCheckpointable(stepsGraph, { interruptAfter: ["one"], durability: "sync" })
+        const stopped = yield* Effect.flip(runnable.invoke({ n: 0, trail: [] }))
+        expect(stopped._tag).toBe("GraphInterrupted")
+        return yield* Effect.flatMap(store, (s) => s.list(runnable.executionId))
+      }).pipe(Effect.provide(MemoryStore.layer))
+      const eA = paused[0]!.executionId
+      expect(paused.map((c) => c.nodeName)).toEqual(["__input__", "one"])
+      const eB = yield* freshExecution("ttl")
+      const eC = yield* freshExecution("long")
+      const eD = yield* freshExecution("gone")
+      const withTtl = yield* Effect.forEach([1, 2, 3, 4, 5], (v) => mk(eB, v))
+      const long = yield* Effect.forEach(Array.from({ length: 600 }, (_, i) => i + 1), (v) => mk(eC, v, { state: { v } }))
+      const savedAt = Date.now() - 60_000
+      yield* writeOld(prefix, paused, { savedAt })
+      yield* writeOld(prefix, withTtl, { ttlMs: 3_600_000, savedAt: savedAt + 1 })
+      yield* writeOld(prefix, long, { savedAt: savedAt + 2 })
+      // An index entry whose document vanished, one whose document is another checkpoint, an old staging key.
+      const foreign = yield* mk(eA, 9)
+      yield* Effect.promise(() =>
+        admin.multi()
+          .zadd(old.execution(eD), 1, "gone-1")
+          .zadd(old.executions, savedAt, eD)
+          .zadd(old.execution(eA), 9, "not-mine")
+          .set(old.checkpoint("not-mine"), JSON.stringify({ ...view(foreign), id: "someone-else" }))
+          .set(`${prefix}staging:${randomUUID()}`, "{}", "PX", 60_000)
+          .exec()
+      )
+      const leftBehind = [old.execution(eA), old.checkpoint("not-mine"), old.execution(eD)]
+
+      const s = yield* buildStore(prefix)
+      // Everything of the store is there, in the new layout.
+      const summaries = yield* s.listExecutions()
+      expect(summaries.map((x) => [x.executionId, x.latestVersion]).sort()).toEqual(
+        [[eA, 2], [eB, 5], [eC, 600]].sort()
+      )
+      expect(summaries.find((x) => x.executionId === eA)?.pending).toBe(true)
+      for (const cps of [paused, withTtl, long]) {
+        expect((yield* s.list(cps[0]!.executionId)).map(view)).toEqual(cps.map(view))
+        expect(Option.map(yield* s.latest(cps[0]!.executionId), view)).toEqual(Option.some(view(cps[cps.length - 1]!)))
+      }
+      for (const cp of [...paused, ...withTtl, long[0]!, long[599]!]) expect(view(yield* s.load(cp.id))).toEqual(view(cp))
+      // Expiries went with the keys: the ttl'd execution's documents and index expire, the others do not.
+      const k = keysOf(prefix)
+      for (const key of [...withTtl.map((c) => k.checkpoint(c.id)), k.execution(eB)]) {
+        const left = yield* Effect.promise(() => admin.pttl(key))
+        expect(left, key).toBeGreaterThan(3_000_000)
+        expect(left, key).toBeLessThanOrEqual(3_600_000)
+      }
+      for (const key of [k.checkpoint(long[0]!.id), k.execution(eC), k.executions]) {
+        expect(yield* Effect.promise(() => admin.pttl(key)), key).toBe(-1)
+      }
+      // Executions keep their last-save time.
+      expect(Number(yield* Effect.promise(() => admin.zscore(k.executions, eC)))).toBe(savedAt + 2)
+      // Of the old layout, only what the store could not claim is left (and the staging key, which expires).
+      const oldLeft = yield* oldLayoutKeys(prefix)
+      expect(oldLeft.filter((key) => !key.includes("staging:"))).toEqual([...leftBehind].sort())
+      expect(yield* Effect.promise(() => admin.zrange(old.execution(eA), 0, -1))).toEqual(["not-mine"])
+
+      // A second build is a no-op.
+      const before = yield* snapshot(prefix)
+      yield* buildStore(prefix)
+      expect(yield* snapshot(prefix)).toEqual(before)
+      expect(before.map((x) => x.key)).not.toContain(`${prefix}|migration`)
+
+      // The paused run resumes from Redis: node one does not run again.
+      const resumed = yield* Effect.flatMap(
+        Graph.compileCheckpointable(stepsGraph, { durability: "sync" }),
+        (runnable) => runnable.resume(eA)
+      ).pipe(Effect.provide(RedisStore.layer({ url: TEST_URL, prefix })))
+      expect(resumed).toEqual({ n: 3, trail: ["one", "two", "three"] })
+      expect((yield* s.list(eA)).map((c) => c.nodeName)).toEqual(["__input__", "one", "two", "three"])
+      // Versions stay taken, and a conditional save appends.
+      expect((yield* Effect.flip(s.save(yield* mk(eB, 5))))._tag).toBe("CheckpointConflict")
+      yield* s.save(yield* mk(eC, 601), { expect: { executionId: eC, latestVersion: 600 } })
+
+      yield* Effect.promise(() => admin.del(...oldLeft))
+    })))
+
+  it.live("an interrupted migration completes on the next build, even without its progress key; three processes building at once share the work", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const prefix = yield* ownedPrefix
+      const old = oldKeysOf(prefix)
+      const k = keysOf(prefix)
+      const executions = yield* Effect.forEach([1, 2, 3, 4], (i) => freshExecution(`m${i}`))
+      const all = yield* Effect.forEach(executions, (e) =>
+        Effect.forEach(Array.from({ length: 150 }, (_, i) => i + 1), (v) => mk(e, v)))
+      // Written by a 0.1.0 store with a ttl: every key expires.
+      for (const cps of all) yield* writeOld(prefix, cps, { ttlMs: 3_600_000, executionsExpire: true })
+      const first = Number(yield* Effect.promise(() => admin.zrange(old.executions, 0, 0)).pipe(Effect.map((x) => executions.indexOf(x[0] as Checkpoint.ExecutionId))))
+
+      // The first step only (budget 50: the execution and 49 of its checkpoints), then the process "dies".
+      expect(yield* migrateStep(prefix, 50)).toBe(1)
+      expect(yield* Effect.promise(() => admin.zcard(k.execution(executions[first]!)))).toBe(49)
+      expect(yield* Effect.promise(() => admin.zcard(old.execution(executions[first]!)))).toBe(101)
+      const progress = yield* Effect.promise(() => admin.pttl(`${prefix}|migration`))
+      expect(progress).toBeGreaterThan(0)
+      expect(progress).toBeLessThanOrEqual(3_600_000)
+      // Its progress key is lost (it expired): the next step only looks at some members again.
+      yield* Effect.promise(() => admin.del(`${prefix}|migration`))
+      expect(yield* migrateStep(prefix, 30)).toBe(1)
+      expect(yield* Effect.promise(() => admin.zcard(k.execution(executions[first]!)))).toBe(78)
+
+      // Three processes build at once: each waits for the migration to be done, and nothing is lost or doubled.
+      const stores = yield* Effect.all([buildStore(prefix), buildStore(prefix), buildStore(prefix)], { concurrency: "unbounded" })
+      for (const s of stores) {
+        expect((yield* s.listExecutions()).map((x) => [x.executionId, x.latestVersion]).sort()).toEqual(
+          executions.map((e) => [e, 150]).sort()
+        )
+      }
+      for (const cps of all) expect((yield* stores[0]!.list(cps[0]!.executionId)).map(view)).toEqual(cps.map(view))
+      expect(yield* oldLayoutKeys(prefix)).toEqual([])
+      for (const key of [k.executions, ...executions.map(k.execution), k.checkpoint(all[0]![0]!.id)]) {
+        expect(yield* Effect.promise(() => admin.pttl(key)), key).toBeGreaterThan(3_000_000)
+      }
+      expect(yield* Effect.promise(() => admin.exists(`${prefix}|migration`))).toBe(0)
+    })))
+
+  it.live("the migration moves only what the old keys say is the store's own: nested 0.1.0 stores that shared keys each get theirs", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const parent = shortPrefix()
+      // A and B shared one old index: A's execution "a:checkpoints:execution:b" and B's execution "b".
+      const pA = parent
+      const pB = `${parent}execution:a:checkpoints:`
+      // D's old executions key was E's document of checkpoint "x:executions".
+      const pD = `${parent}q:checkpoint:x:`
+      const pE = `${parent}q:`
+      // B's checkpoint "x:checkpoint:c1" sits in the shared index; where A would look for its document is C's document of "c1".
+      const pC = `${parent}checkpoint:x:`
+      const all = [pA, pB, pC, pD, pE]
+      yield* Effect.addFinalizer(() =>
+        Effect.orDie(Effect.zipRight(Effect.forEach(all, removeByIndex), nothingLeftUnder(parent))))
+      const ofA = yield* Effect.forEach([1, 2], (v) => mk("a:checkpoints:execution:b", v, { id: `a-${v}` }))
+      const ofB = [
+        ...yield* Effect.forEach([1, 2, 3], (v) => mk("b", v, { id: `b-${v}` })),
+        yield* mk("b", 4, { id: "x:checkpoint:c1" })
+      ]
+      const ofC = yield* mk("cc", 1, { id: "c1" })
+      const ofE = yield* mk("ee", 1, { id: "x:executions" })
+      yield* writeOld(pA, ofA)
+      yield* writeOld(pB, ofB)
+      yield* writeOld(pC, [ofC])
+      yield* writeOld(pE, [ofE])
+      const shared = oldKeysOf(pA).execution("a:checkpoints:execution:b")
+      expect(shared).toBe(oldKeysOf(pB).execution("b"))
+      expect(yield* Effect.promise(() => admin.zcard(shared))).toBe(6)
+      expect(oldKeysOf(pA).checkpoint("x:checkpoint:c1")).toBe(oldKeysOf(pC).checkpoint("c1"))
+      expect(oldKeysOf(pD).executions).toBe(oldKeysOf(pE).checkpoint("x:executions"))
+
+      const A = yield* buildStore(pA)
+      expect((yield* A.list("a:checkpoints:execution:b" as Checkpoint.ExecutionId)).map(view)).toEqual(ofA.map(view))
+      expect((yield* A.listExecutions()).map((x) => x.executionId)).toEqual(["a:checkpoints:execution:b"])
+      // B's old data is untouched: its members of the shared index, its documents, its executions set.
+      expect(yield* Effect.promise(() => admin.zrange(shared, 0, -1))).toEqual(["b-1", "b-2", "b-3", "x:checkpoint:c1"])
+      for (const cp of ofB) expect(yield* Effect.promise(() => admin.exists(oldKeysOf(pB).checkpoint(cp.id)))).toBe(1)
+      expect(yield* Effect.promise(() => admin.zrange(oldKeysOf(pB).executions, 0, -1))).toEqual(["b"])
+      // D finds a string where its old executions set would be: not its own, not touched.
+      const textOfE = yield* Effect.promise(() => admin.get(oldKeysOf(pE).checkpoint("x:executions")))
+      const D = yield* buildStore(pD)
+      expect(yield* D.listExecutions()).toEqual([])
+      expect(yield* Effect.promise(() => admin.get(oldKeysOf(pE).checkpoint("x:executions")))).toBe(textOfE)
+
+      const B = yield* buildStore(pB)
+      expect((yield* B.list("b" as Checkpoint.ExecutionId)).map(view)).toEqual(ofB.map(view))
+      const C = yield* buildStore(pC)
+      expect(view(yield* C.load("c1" as Checkpoint.CheckpointId))).toEqual(view(ofC))
+      const E = yield* buildStore(pE)
+      expect(view(yield* E.load("x:executions" as Checkpoint.CheckpointId))).toEqual(view(ofE))
+      // A is unchanged by B's and E's migrations, and nothing of the old layout is left.
+      expect((yield* A.list("a:checkpoints:execution:b" as Checkpoint.ExecutionId)).map(view)).toEqual(ofA.map(view))
+      expect(yield* oldLayoutKeys(parent)).toEqual([])
+    })))
 })
