@@ -18,7 +18,7 @@ import * as Graph from "../src/Graph.js"
 import { isValidId } from "../src/internal/identifier.js"
 import * as MemoryStore from "../src/layers/Memory.js"
 import * as RedisStore from "../src/layers/Redis.js"
-import { SCRIPTS } from "../src/internal/redisScripts.js"
+import { LIST_PAGE, LIST_PAGE_BYTES, SCRIPTS } from "../src/internal/redisScripts.js"
 import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "./conformance.js"
 import { closedPort, redisProxy } from "./fixtures/redis-proxy.js"
 import { privateRedis } from "./fixtures/redis-server.js"
@@ -879,7 +879,9 @@ describe("RedisStore", () => {
               mk(e, next + i, { state: { blob: "y".repeat(shape.blob(i)) } }))
             next += shape.size
             const fiber = yield* Effect.fork(Effect.either(s.saveMany(batch)))
-            yield* Effect.sleep(Duration.millis([0, 2, 5, 15, 40, 120][round]!))
+            // The last round cuts only after the reply came (on a loaded machine no fixed delay is sure to be long enough).
+            if (round < 5) yield* Effect.sleep(Duration.millis([0, 2, 5, 15, 40][round]!))
+            else yield* Fiber.await(fiber)
             proxy.cut()
             const result = yield* fiber.await.pipe(Effect.flatten)
             if (Either.isLeft(result)) expect(result.left).toMatchObject({ _tag: "CheckpointStoreError", operation: "saveMany" })
@@ -891,7 +893,7 @@ describe("RedisStore", () => {
             // The next operation reconnects.
             yield* s.list(e, { limit: 1 })
           }
-          // Cut before the batch was all sent, and after it landed (the last rounds wait long enough).
+          // Cut before the batch was all sent, and after it landed (the last round waits for its reply).
           expect(outcomes.has("Left:false"), `batches of ${shape.size}`).toBe(true)
           expect(outcomes.has("Right:true"), `batches of ${shape.size}`).toBe(true)
         }
@@ -1488,5 +1490,136 @@ describe("RedisStore migration from the 0.1.0 layout", () => {
       // A is unchanged by B's and E's migrations, and nothing of the old layout is left.
       expect((yield* A.list("a:checkpoints:execution:b" as Checkpoint.ExecutionId)).map(view)).toEqual(ofA.map(view))
       expect(yield* oldLayoutKeys(parent)).toEqual([])
+    })))
+})
+
+// -----------------------------------------------------------------------------
+// listExecutions: bounded pages
+// -----------------------------------------------------------------------------
+
+describe("RedisStore listExecutions in bounded pages", () => {
+  /** What the store sent for one operation, read through a recording proxy. */
+  const sentDuring = <A, E>(proxy: { readonly record: () => void; readonly recorded: () => Buffer }, op: Effect.Effect<A, E>) =>
+    Effect.gen(function*() {
+      proxy.record()
+      const result = yield* op
+      return { result, sent: commandsIn(proxy.recorded()) }
+    })
+
+  /** The ids each page script call was given (`EVALSHA sha 1 executions P bytes id…`). */
+  const pageCalls = (sent: ReadonlyArray<ReadonlyArray<string>>) =>
+    sent.filter((c) => c[0] === "evalsha").map((c) => {
+      expect(c[1]).toBe(SCRIPTS.listPage.sha)
+      return c.slice(6)
+    })
+
+  /** A checkpoint document in the store's encoding, written by hand (fast for tens of thousands). */
+  const rawDoc = (id: string, executionId: string, version: number) =>
+    `{"id":"${id}","executionId":"${executionId}","nodeName":"n${version}","version":${version},` +
+    `"timestamp":"2026-01-01T00:00:00.000Z","next":["n${version + 1}"],"metadata":{},"state":{"v":${version}}}`
+
+  /**
+   * Writes `n` executions with raw pipelined commands: execution i has version 1, and version 2 when
+   * i % 5 == 0; its newest document is missing when i % 7 == 0, and every document when i % 11 == 0
+   * (as when keys expired). Returns each listable execution's newest live checkpoint.
+   */
+  const writeExecutions = (prefix: string, run: string, n: number) =>
+    Effect.promise(async () => {
+      const k = keysOf(prefix)
+      const expected = new Map<string, { readonly version: number; readonly id: string }>()
+      for (let from = 0; from < n; from += 2000) {
+        const p = admin.pipeline()
+        for (let i = from; i < Math.min(n, from + 2000); i++) {
+          const e = `${run}-${i}`
+          const versions = i % 5 === 0 ? [1, 2] : [1]
+          const live = i % 11 === 0 ? [] : i % 7 === 0 ? versions.slice(0, -1) : versions
+          p.zadd(k.executions, Date.now(), e)
+          for (const v of versions) p.zadd(k.execution(e), v, `${e}.v${v}`)
+          for (const v of live) p.set(k.checkpoint(`${e}.v${v}`), rawDoc(`${e}.v${v}`, e, v))
+          const newest = live[live.length - 1]
+          if (newest !== undefined) expected.set(e, { version: newest, id: `${e}.v${newest}` })
+        }
+        await p.exec()
+      }
+      return expected
+    })
+
+  it.live("20,000 executions: all listed, each read once, in many calls of at most LIST_PAGE executions each", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const proxy = yield* redisProxy(target)
+      const prefix = yield* ownedPrefix
+      const k = keysOf(prefix)
+      const s = Context.get(
+        yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: proxy.port, db: target.db, prefix })),
+        store
+      )
+      const n = 20_000
+      const run = yield* freshExecution("many")
+      const expected = yield* writeExecutions(prefix, run, n)
+      const { result: listed, sent } = yield* sentDuring(proxy, s.listExecutions())
+      expect(listed.length).toBe(expected.size)
+      for (const x of listed) {
+        const want = expected.get(x.executionId)
+        if (want?.version !== x.latestVersion || want.id !== x.latestCheckpointId) {
+          expect({ version: x.latestVersion, id: x.latestCheckpointId }, x.executionId).toEqual(want)
+        }
+      }
+      // Executions with nothing live left the set (and their indexes emptied).
+      expect(yield* Effect.promise(() => admin.zcard(k.executions))).toBe(expected.size)
+      expect(yield* Effect.promise(() => admin.exists(k.execution(`${run}-0`)))).toBe(0)
+      // Bounded calls: ZSCANs of LIST_PAGE, page scripts of at most LIST_PAGE ids; every execution read once.
+      expect(new Set(sent.map((c) => c[0]))).toEqual(new Set(["zscan", "evalsha"]))
+      for (const c of sent.filter((c) => c[0] === "zscan")) expect(c.slice(3)).toEqual(["COUNT", String(LIST_PAGE)])
+      const pages = pageCalls(sent)
+      expect(pages.every((ids) => ids.length <= LIST_PAGE)).toBe(true)
+      expect(pages.length).toBeGreaterThanOrEqual(Math.ceil(n / LIST_PAGE))
+      expect(pages.flat().length).toBe(n)
+      expect(new Set(pages.flat()).size).toBe(n)
+    })))
+
+  it.live("while another connection saves (new versions, new executions), a walk misses no execution and lists each once", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const prefix = yield* ownedPrefix
+      const s = Context.get(yield* Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), store)
+      const writer = Context.get(yield* Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), store)
+      const run = yield* freshExecution("busy")
+      const expected = yield* writeExecutions(prefix, run, 3000)
+      const touched = [...expected.keys()].filter((_, i) => i % 5 === 0)
+      const fresh = yield* Effect.forEach(Array.from({ length: 200 }, (_, i) => i), (i) => mk(`${run}-new-${i}`, 1))
+      const saves = yield* Effect.fork(Effect.all([
+        Effect.forEach(touched, (e) => Effect.flatMap(mk(e, 3), (cp) => writer.save(cp)), { concurrency: 4 }),
+        Effect.forEach(fresh, (cp) => writer.save(cp), { concurrency: 4 })
+      ], { concurrency: 2 }))
+      const during = yield* s.listExecutions()
+      yield* Fiber.join(saves)
+      const seen = during.map((x) => x.executionId)
+      expect(new Set(seen).size).toBe(seen.length)
+      const byId = new Map(during.map((x) => [x.executionId as string, x.latestVersion]))
+      const missed = [...expected].filter(([e, { version }]) => byId.get(e) !== version && byId.get(e) !== 3)
+      expect(missed).toEqual([])
+      expect((yield* s.listExecutions()).length).toBe(expected.size + fresh.length)
+    })))
+
+  it.live("a page of large documents is read in several calls, each stopping once it read LIST_PAGE_BYTES", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const proxy = yield* redisProxy(target)
+      const prefix = yield* ownedPrefix
+      const s = Context.get(
+        yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: proxy.port, db: target.db, prefix })),
+        store
+      )
+      const size = 300_000
+      const cps = yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) =>
+        Effect.flatMap(freshExecution(`big${i}`), (e) => mkLarge(e, 1, size)))
+      yield* s.saveMany(cps)
+      const { result: listed, sent } = yield* sentDuring(proxy, s.listExecutions())
+      expect(listed.map((x) => x.latestCheckpointId).sort()).toEqual(cps.map((c) => c.id).sort())
+      const pages = pageCalls(sent)
+      // 10 documents of 300 KB, at most LIST_PAGE_BYTES (plus one document) a call: several calls, each going on where the last stopped.
+      expect(pages.length).toBeGreaterThanOrEqual(Math.ceil((10 * size) / (LIST_PAGE_BYTES + size)))
+      for (let i = 1; i < pages.length; i++) {
+        expect(pages[i]!.length).toBeLessThan(pages[i - 1]!.length)
+        expect(pages[i - 1]!.slice(-pages[i]!.length)).toEqual(pages[i])
+      }
     })))
 })

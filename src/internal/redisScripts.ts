@@ -49,14 +49,14 @@ export const keysOf = (prefix: string) => ({
  * `ZSCAN … COUNT` of the executions set and the most ids one call of the page
  * script reads.
  */
-export const LIST_PAGE = 256
+export const LIST_PAGE = 128
 
 /**
  * A page script stops early (and the client sends the rest again) once the
  * documents it read add up to this many bytes, so a page of large states stays
  * a short call too.
  */
-export const LIST_PAGE_BYTES = 1024 * 1024
+export const LIST_PAGE_BYTES = 512 * 1024
 
 /**
  * How much one call of the migration script does at most: executions plus old

@@ -20,7 +20,7 @@
  * a whole `saveMany` batch happen together or not at all. `clear` and `prune`
  * find their keys through the execution's sorted set, never with `KEYS` or
  * `SCAN`. `listExecutions` walks the executions set in pages (`ZSCAN`, and a
- * short script per page of 256 executions that reads their newest
+ * short script per page of 128 executions that reads their newest
  * checkpoints), so no call keeps Redis busy for long, however many executions
  * there are; every execution that exists for the whole walk is listed once.
  *
