@@ -74,7 +74,7 @@ const workerA = Effect.gen(function*() {
 const secondsLeft = (id: string) =>
   Effect.acquireUseRelease(
     Effect.sync(() => new Redis(redisAddr.includes("://") ? redisAddr : `redis://${redisAddr}`, { lazyConnect: true })),
-    (redis) => Effect.promise(() => redis.pttl(`${prefix}checkpoint:${id}`)),
+    (redis) => Effect.promise(() => redis.pttl(`${prefix}|c|${id}`)),
     (redis) => Effect.promise(() => redis.quit())
   ).pipe(Effect.map((ms) => Math.round(ms / 1000)))
 
@@ -86,11 +86,11 @@ const workerB = (executionId: string) =>
     yield* Console.log(`\n=== Worker B: ${saved.length} checkpoints of ${executionId} in Redis ===`)
     for (const cp of saved) {
       yield* Console.log(
-        `#${cp.version} ${cp.nodeName.padEnd(9)} key=${prefix}checkpoint:${cp.id} ttl=${yield* secondsLeft(cp.id)}s ` +
+        `#${cp.version} ${cp.nodeName.padEnd(9)} key=${prefix}|c|${cp.id} ttl=${yield* secondsLeft(cp.id)}s ` +
           `next=[${cp.next.join(",")}] state=${JSON.stringify(cp.state)}`
       )
     }
-    yield* Console.log(`(index: ${prefix}execution:${executionId}:checkpoints, a sorted set scored by version)`)
+    yield* Console.log(`(index: ${prefix}|x|${executionId}, a sorted set scored by version)`)
 
     yield* Console.log(`\n=== Worker B: resume ${executionId} from its latest checkpoint ===`)
     const final = yield* runnable.resume(executionId)

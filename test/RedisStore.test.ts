@@ -8,13 +8,17 @@
  * between its staging `SET` and its script, where they must expire.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Duration, Effect, Either, Fiber, Layer, Option, Redacted, Schedule } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Either, FastCheck, Fiber, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import { Redis } from "ioredis"
 import { execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as Graph from "../src/Graph.js"
+import { isValidId } from "../src/internal/identifier.js"
+import * as MemoryStore from "../src/layers/Memory.js"
 import * as RedisStore from "../src/layers/Redis.js"
+import { LIST_PAGE, LIST_PAGE_BYTES, SCRIPTS } from "../src/internal/redisScripts.js"
 import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "../src/testing.js"
 import { closedPort, redisProxy } from "./fixtures/redis-proxy.js"
 import { privateRedis } from "./fixtures/redis-server.js"
@@ -30,10 +34,12 @@ const admin = new Redis(TEST_URL, { lazyConnect: true, maxRetriesPerRequest: 1, 
 afterAll(() => admin.quit())
 
 const store = CheckpointStore.CheckpointStore
+/** The store's keys, spelled out as the README documents them (not imported from src: the test checks the layout). */
 const keysOf = (prefix: string) => ({
-  checkpoint: (id: string) => `${prefix}checkpoint:${id}`,
-  execution: (e: string) => `${prefix}execution:${e}:checkpoints`,
-  executions: `${prefix}executions`
+  checkpoint: (id: string) => `${prefix}|c|${id}`,
+  execution: (e: string) => `${prefix}|x|${e}`,
+  executions: `${prefix}|executions`,
+  staging: (token: string) => `${prefix}|s|${token}`
 })
 
 /** Every key under `prefix` (tests only: the prefix is unique to one test). */
@@ -60,7 +66,7 @@ const mayLeaveStaging = new Set<string>()
 
 /** The staging keys under `prefix`, with their remaining time to live (ms). */
 const stagingKeys = (prefix: string) =>
-  Effect.flatMap(scanPrefix(`${prefix}staging:`), (keys) =>
+  Effect.flatMap(scanPrefix(keysOf(prefix).staging("")), (keys) =>
     Effect.promise(() => Promise.all(keys.map(async (key) => ({ key, pttl: await admin.pttl(key) })))))
 
 /** Asserts that every staging key under `prefix` expires, and within the staging ttl. */
@@ -73,22 +79,34 @@ const stagingKeysExpire = (prefix: string) =>
     return staging.length
   })
 
+/** Removes a prefix's keys through its own index sets (and nothing else), 500 executions a round trip. */
+const removeByIndex = (prefix: string) =>
+  Effect.promise(async () => {
+    const k = keysOf(prefix)
+    const executions = await admin.zrange(k.executions, 0, -1)
+    for (let i = 0; i < executions.length; i += 500) {
+      const chunk = executions.slice(i, i + 500)
+      const read = admin.pipeline()
+      for (const e of chunk) read.zrange(k.execution(e), 0, -1)
+      const members = (await read.exec()) ?? []
+      const del = admin.pipeline()
+      chunk.forEach((e, j) => {
+        const ids = (members[j]?.[1] ?? []) as Array<string>
+        if (ids.length > 0) del.del(...ids.map(k.checkpoint))
+        del.del(k.execution(e))
+      })
+      await del.exec()
+    }
+    await admin.del(k.executions)
+  })
+
 /** Removes a prefix's keys through its own index sets, then checks that nothing is left. */
 const cleanup = (prefix: string) =>
   Effect.gen(function*() {
-    const k = keysOf(prefix)
-    yield* Effect.promise(async () => {
-      const executions = await admin.zrange(k.executions, 0, -1)
-      for (const e of executions) {
-        const ids = await admin.zrange(k.execution(e), 0, -1)
-        if (ids.length > 0) await admin.del(...ids.map(k.checkpoint))
-        await admin.del(k.execution(e))
-      }
-      await admin.del(k.executions)
-    })
+    yield* removeByIndex(prefix)
     if (mayLeaveStaging.delete(prefix)) {
       yield* stagingKeysExpire(prefix)
-      const staging = yield* scanPrefix(`${prefix}staging:`)
+      const staging = yield* scanPrefix(keysOf(prefix).staging(""))
       if (staging.length > 0) yield* Effect.promise(() => admin.del(...staging))
     }
     const left = yield* scanPrefix(prefix)
@@ -162,9 +180,9 @@ const wholeOrAbsent = (prefix: string, cps: ReadonlyArray<Checkpoint.Checkpoint>
     return present
   })
 
-/** The command names in a stream of RESP requests (`*N\r\n$len\r\narg\r\n…`), lower-cased; stops at a partial one. */
-const commandNames = (bytes: Buffer): Array<string> => {
-  const names: Array<string> = []
+/** The commands in a stream of RESP requests (`*N\r\n$len\r\narg\r\n…`), name lower-cased; stops at a partial one. */
+const commandsIn = (bytes: Buffer): Array<Array<string>> => {
+  const commands: Array<Array<string>> = []
   let at = 0
   const line = () => {
     const end = bytes.indexOf("\r\n", at)
@@ -179,14 +197,17 @@ const commandNames = (bytes: Buffer): Array<string> => {
     const args: Array<string> = []
     for (let i = 0; i < Number(header.slice(1)); i++) {
       const len = line()
-      if (len === undefined || !len.startsWith("$") || at + Number(len.slice(1)) + 2 > bytes.length) return names
+      if (len === undefined || !len.startsWith("$") || at + Number(len.slice(1)) + 2 > bytes.length) return commands
       args.push(bytes.subarray(at, at + Number(len.slice(1))).toString())
       at += Number(len.slice(1)) + 2
     }
-    names.push(args[0]!.toLowerCase())
+    commands.push([args[0]!.toLowerCase(), ...args.slice(1)])
   }
-  return names
+  return commands
 }
+
+/** The command names in a stream of RESP requests, lower-cased. */
+const commandNames = (bytes: Buffer): Array<string> => commandsIn(bytes).map((c) => c[0]!)
 
 /** A checkpoint whose stored document is larger than the store's staging threshold (16 K characters). */
 const mkLarge = (executionId: string, version: number, size = 40_000, tag: unknown = null) =>
@@ -626,7 +647,7 @@ describe("RedisStore", () => {
           expect(yield* Effect.flip(replayOne)).toContain("a staged document is missing")
           // saveMany: one staged document present, the next one missing.
           const present = `${randomUUID()}`
-          yield* Effect.promise(() => admin.set(`${prefix}staging:${present}`, "{}", "PX", 60_000))
+          yield* Effect.promise(() => admin.set(keysOf(prefix).staging(present), "{}", "PX", 60_000))
           const a = yield* mk(e, 4)
           const replayMany = Effect.tryPromise({
             try: () =>
@@ -858,7 +879,9 @@ describe("RedisStore", () => {
               mk(e, next + i, { state: { blob: "y".repeat(shape.blob(i)) } }))
             next += shape.size
             const fiber = yield* Effect.fork(Effect.either(s.saveMany(batch)))
-            yield* Effect.sleep(Duration.millis([0, 2, 5, 15, 40, 120][round]!))
+            // The last round cuts only after the reply came (on a loaded machine no fixed delay is sure to be long enough).
+            if (round < 5) yield* Effect.sleep(Duration.millis([0, 2, 5, 15, 40][round]!))
+            else yield* Fiber.await(fiber)
             proxy.cut()
             const result = yield* fiber.await.pipe(Effect.flatten)
             if (Either.isLeft(result)) expect(result.left).toMatchObject({ _tag: "CheckpointStoreError", operation: "saveMany" })
@@ -870,7 +893,7 @@ describe("RedisStore", () => {
             // The next operation reconnects.
             yield* s.list(e, { limit: 1 })
           }
-          // Cut before the batch was all sent, and after it landed (the last rounds wait long enough).
+          // Cut before the batch was all sent, and after it landed (the last round waits for its reply).
           expect(outcomes.has("Left:false"), `batches of ${shape.size}`).toBe(true)
           expect(outcomes.has("Right:true"), `batches of ${shape.size}`).toBe(true)
         }
@@ -927,8 +950,8 @@ describe("RedisStore", () => {
         // Each checkpoint is whole or absent; each acknowledged save is there (appendfsync always).
         const present: Array<boolean> = []
         for (const cp of run) {
-          const doc = yield* Effect.promise(() => direct.exists(`checkpoint:${cp.id}`))
-          const score = yield* Effect.promise(() => direct.zscore(`execution:${e}:checkpoints`, cp.id))
+          const doc = yield* Effect.promise(() => direct.exists(keysOf("").checkpoint(cp.id)))
+          const score = yield* Effect.promise(() => direct.zscore(keysOf("").execution(e), cp.id))
           expect(doc === 1, `v${cp.version}: document and index agree`).toBe(score !== null)
           present.push(doc === 1)
         }
@@ -937,7 +960,7 @@ describe("RedisStore", () => {
         })
         expect(listed.map((c) => c.version)).toEqual([1, 2, 3, ...run.filter((_, i) => present[i]).map((c) => c.version)])
         // The 20 KB documents were staged: a staging key that survived the crash still expires (its expiry is in the AOF).
-        const staging = yield* Effect.promise(() => direct.keys("staging:*"))
+        const staging = yield* Effect.promise(() => direct.keys(`${keysOf("").staging("")}*`))
         for (const key of staging) {
           const pttl = yield* Effect.promise(() => direct.pttl(key))
           expect(pttl, key).toBeGreaterThan(0)
@@ -1050,7 +1073,7 @@ describe("RedisStore", () => {
         expect(executionId).toBeDefined()
         expect(out).toContain("The run stopped: step 2: the worker crashed (simulated)")
         expect(out).toContain(`=== Worker B: 2 checkpoints of ${executionId} in Redis ===`)
-        expect(out).toMatch(/#1 __input__ key=example_checkpoints:checkpoint:\S+ ttl=3[56]\d\ds /)
+        expect(out).toMatch(/#1 __input__ key=example_checkpoints:\|c\|\S+ ttl=3[56]\d\ds /)
         const resumed = out.slice(out.indexOf("=== Worker B: resume"))
         expect(resumed).not.toContain("Running step 1")
         expect(resumed).toContain("Running step 2")
@@ -1062,4 +1085,541 @@ describe("RedisStore", () => {
         expect(yield* Effect.promise(() => admin.zscore(k.executions, executionId!))).toBeNull()
       }))
   })
+})
+
+// -----------------------------------------------------------------------------
+// The key space: prefixes never share a key
+// -----------------------------------------------------------------------------
+
+/** A short unique parent prefix, so that generated prefixes under it stay within 64 characters. */
+const shortPrefix = () => `ecp:${randomUUID().slice(0, 8)}:`
+
+/** Every key under `parent` removed; fails if there was any (they should have gone through the indexes). */
+const nothingLeftUnder = (parent: string) =>
+  Effect.gen(function*() {
+    const left = yield* scanPrefix(parent)
+    if (left.length > 0) yield* Effect.promise(() => admin.del(...left))
+    expect(left, `keys left under ${parent}`).toEqual([])
+  })
+
+/** What a store shows of some executions and ids: everything a caller can observe. */
+const observe = (
+  s: CheckpointStore.Service,
+  executions: ReadonlyArray<string>,
+  ids: ReadonlyArray<string>
+) =>
+  Effect.gen(function*() {
+    const summaries = (yield* s.listExecutions()).map((x) => ({ ...x, updatedAt: x.updatedAt.toISOString() }))
+    const lists = yield* Effect.forEach(executions, (e) => Effect.map(s.list(e as Checkpoint.ExecutionId), (cps) => cps.map(view)))
+    const latest = yield* Effect.forEach(executions, (e) =>
+      Effect.map(s.latest(e as Checkpoint.ExecutionId), Option.map(view)))
+    const loaded = yield* Effect.forEach(ids, (id) =>
+      s.load(id as Checkpoint.CheckpointId).pipe(Effect.map(view), Effect.catchTag("CheckpointNotFound", (e) => Effect.succeed(e._tag))))
+    return { summaries, lists, latest, loaded }
+  })
+
+describe("RedisStore key space", () => {
+  /** Pieces that spell the key types of the 0.1.0 layout and of this one. */
+  const pieces = ["checkpoint", "checkpoints", "execution", "executions", "staging", "migration", "c", "x", "s", "p", "0", ":", "-", "."]
+  const joined = (max: number) => FastCheck.array(FastCheck.constantFrom(...pieces), { maxLength: max }).map((xs) => xs.join(""))
+  const room = 64 - shortPrefix().length
+
+  /** What one prefix adds to the other when they nest: random pieces, or one that spells a key type of a layout. */
+  const suffix = FastCheck.oneof(
+    joined(4).filter((s) => s.length > 0),
+    FastCheck.constantFrom("checkpoint:", "execution:", "checkpoint:execution:", "execution:x:checkpoints:", "c:", "x:")
+  )
+  /** Two different prefixes (under a unique parent): one inside the other either way, or unrelated. */
+  const prefixes = FastCheck.tuple(joined(4), suffix, FastCheck.constantFrom("inner", "outer", "apart"), joined(4))
+    .map(([a, s, how, b]) => (how === "inner" ? [a, a + s] : how === "outer" ? [a + s, a] : [a, b]).map((p) => p.slice(0, room)))
+    .filter(([a, b]) => a !== b)
+
+  type Op =
+    | { readonly op: "save"; readonly id: number; readonly e: number; readonly v: number }
+    | { readonly op: "saveMany"; readonly id: number; readonly e: number; readonly v: number; readonly id2: number }
+    | { readonly op: "delete"; readonly id: number }
+    | { readonly op: "clear"; readonly e: number }
+    | { readonly op: "prune"; readonly e: number; readonly keep: number }
+  const pick = FastCheck.nat()
+  const op: FastCheck.Arbitrary<Op> = FastCheck.oneof(
+    FastCheck.record({ op: FastCheck.constant("save" as const), id: pick, e: pick, v: FastCheck.integer({ min: 1, max: 3 }) }),
+    FastCheck.record({ op: FastCheck.constant("saveMany" as const), id: pick, e: pick, v: FastCheck.integer({ min: 1, max: 3 }), id2: pick }),
+    FastCheck.record({ op: FastCheck.constant("delete" as const), id: pick }),
+    FastCheck.record({ op: FastCheck.constant("clear" as const), e: pick }),
+    FastCheck.record({ op: FastCheck.constant("prune" as const), e: pick, keep: FastCheck.integer({ min: 0, max: 1 }) })
+  )
+  /** B's two executions (3 checkpoints each, ids `{e}:{v}`), spelled from the same pieces. */
+  const executionsOfB = FastCheck.uniqueArray(joined(3).map((s) => `b${s}`), { minLength: 2, maxLength: 2 })
+
+  it.live("the issue's case: with prefixes `p:` and `p:checkpoint:`, A.delete(\"execution:e:checkpoints\") leaves B's execution e whole", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const parent = shortPrefix()
+      yield* Effect.addFinalizer(() =>
+        Effect.orDie(Effect.zipRight(Effect.zipRight(removeByIndex(`${parent}p:`), removeByIndex(`${parent}p:checkpoint:`)), nothingLeftUnder(parent))))
+      const build = (prefix: string) => Effect.map(Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), (ctx) => Context.get(ctx, store))
+      const A = yield* build(`${parent}p:`)
+      const B = yield* build(`${parent}p:checkpoint:`)
+      const saved = yield* Effect.forEach([1, 2], (v) => mk("e", v))
+      yield* B.saveMany(saved)
+      yield* A.delete("execution:e:checkpoints" as Checkpoint.CheckpointId)
+      yield* A.clear("e" as Checkpoint.ExecutionId)
+      expect((yield* B.list("e" as Checkpoint.ExecutionId)).map(view)).toEqual(saved.map(view))
+      expect((yield* Effect.flip(B.save(yield* mk("e", 1))))._tag).toBe("CheckpointConflict")
+      expect((yield* B.listExecutions()).map((x) => x.latestVersion)).toEqual([2])
+    })))
+
+  it.live("saves, deletes, clears and prunes on one store never change what another store shows, for any two valid prefixes (nested included)", () =>
+    Effect.promise(() =>
+      FastCheck.assert(
+        FastCheck.asyncProperty(prefixes, executionsOfB, FastCheck.array(op, { minLength: 4, maxLength: 14 }), ([a, b], eB, ops) =>
+          Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+            const parent = shortPrefix()
+            const pa = parent + a!
+            const pb = parent + b!
+            yield* Effect.addFinalizer(() =>
+              Effect.orDie(Effect.zipRight(Effect.zipRight(removeByIndex(pa), removeByIndex(pb)), nothingLeftUnder(parent))))
+            const build = (prefix: string) =>
+              Effect.map(Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), (ctx) => Context.get(ctx, store))
+            const A = yield* build(pa)
+            const B = yield* build(pb)
+            const idsOfB = eB.flatMap((e) => [1, 2, 3].map((v) => `${e}:${v}`))
+            yield* B.saveMany(yield* Effect.forEach(idsOfB, (id) => mk(id.slice(0, id.lastIndexOf(":")), Number(id.slice(-1)), { id })))
+            // A's ids and executions: B's own names, and every name that makes one of A's keys spell one of
+            // B's, in this layout or the 0.1.0 one (there, A.delete("execution:e:checkpoints") under the
+            // prefixes `p:` and `p:checkpoint:` removed B's index of e). This layout has none: they all hold a `|`.
+            const layouts = [
+              { c: (p: string) => [`${p}|c|`, ""], x: (p: string) => [`${p}|x|`, ""], all: (p: string) => [`${p}|executions`] },
+              {
+                c: (p: string) => [`${p}checkpoint:`, ""],
+                x: (p: string) => [`${p}execution:`, ":checkpoints"],
+                all: (p: string) => [`${p}executions`]
+              }
+            ]
+            const spelled = layouts.flatMap((l) => {
+              const keysOfB = [
+                ...idsOfB.map((id) => l.c(pb).join(id)),
+                ...eB.map((e) => l.x(pb).join(e)),
+                ...l.all(pb),
+                `${pb}|s|x`,
+                `${pb}staging:x`
+              ]
+              return [l.c(pa), l.x(pa)].flatMap(([head, tail]) =>
+                keysOfB.filter((k) => k.startsWith(head!) && k.endsWith(tail!) && k.length > head!.length + tail!.length)
+                  .map((k) => k.slice(head!.length, k.length - tail!.length)))
+            })
+            const pool = [...eB, ...idsOfB, ...spelled, "a-1"].filter(isValidId)
+            const at = (i: number) => pool[i % pool.length]!
+            const before = yield* observe(B, eB, idsOfB)
+            for (const o of ops) {
+              const attempt: Effect.Effect<unknown, unknown> = o.op === "save"
+                ? Effect.flatMap(mk(at(o.e), o.v, { id: at(o.id) }), (cp) => A.save(cp))
+                : o.op === "saveMany"
+                ? Effect.flatMap(
+                  Effect.all([mk(at(o.e), o.v, { id: at(o.id) }), mk(at(o.e), o.v + 3, { id: `${at(o.id2)}-2` })]),
+                  (cps) => A.saveMany(cps)
+                )
+                : o.op === "delete"
+                ? A.delete(at(o.id) as Checkpoint.CheckpointId)
+                : o.op === "clear"
+                ? A.clear(at(o.e) as Checkpoint.ExecutionId)
+                : A.prune(at(o.e) as Checkpoint.ExecutionId, o.keep)
+              const result = yield* Effect.either(attempt)
+              if (Either.isLeft(result)) expect(result.left).toMatchObject({ _tag: "CheckpointConflict" })
+            }
+            expect(yield* observe(B, eB, idsOfB)).toEqual(before)
+            // B's versions are still taken.
+            const again = yield* Effect.flip(B.save(yield* mk(eB[0]!, 1)))
+            expect(again._tag).toBe("CheckpointConflict")
+          })))
+        ),
+        { numRuns: 30 }
+      )
+    ))
+})
+
+// -----------------------------------------------------------------------------
+// Migration from the 0.1.0 layout
+// -----------------------------------------------------------------------------
+
+/** The keys of the 0.1.0 layout, as its README listed them. */
+const oldKeysOf = (prefix: string) => ({
+  checkpoint: (id: string) => `${prefix}checkpoint:${id}`,
+  execution: (e: string) => `${prefix}execution:${e}:checkpoints`,
+  executions: `${prefix}executions`
+})
+
+/**
+ * Writes checkpoints as a 0.1.0 store saved them, with raw commands: the document, its entry in the
+ * execution's index, the execution in the executions set (scored `savedAt`). With `ttlMs`, the
+ * documents and the execution's index expire, and the executions set too if `executionsExpire`.
+ */
+const writeOld = (
+  prefix: string,
+  cps: ReadonlyArray<Checkpoint.Checkpoint>,
+  options: { readonly ttlMs?: number; readonly savedAt?: number; readonly executionsExpire?: boolean } = {}
+) =>
+  Effect.gen(function*() {
+    const k = oldKeysOf(prefix)
+    const docs = yield* Effect.forEach(cps, (cp) => Effect.orDie(Checkpoint.encode(cp)))
+    yield* Effect.promise(async () => {
+      for (let i = 0; i < cps.length; i += 1000) {
+        const p = admin.pipeline()
+        cps.slice(i, i + 1000).forEach((cp, j) => {
+          if (options.ttlMs === undefined) p.set(k.checkpoint(cp.id), docs[i + j]!)
+          else p.set(k.checkpoint(cp.id), docs[i + j]!, "PX", options.ttlMs)
+          p.zadd(k.execution(cp.executionId), cp.version, cp.id)
+          p.zadd(k.executions, options.savedAt ?? Date.now(), cp.executionId)
+          if (options.ttlMs !== undefined) {
+            p.pexpire(k.execution(cp.executionId), options.ttlMs)
+            if (options.executionsExpire === true) p.pexpire(k.executions, options.ttlMs)
+          }
+        })
+        await p.exec()
+      }
+    })
+  })
+
+/** The keys under `prefix` that are not of this layout (no `|` after the prefix). */
+const oldLayoutKeys = (prefix: string) =>
+  Effect.map(scanPrefix(prefix), (keys) => keys.filter((key) => !key.slice(prefix.length).includes("|")))
+
+/** Every key under `prefix` with its type, value and whether it expires: what a no-op must leave equal. */
+const snapshot = (prefix: string) =>
+  Effect.flatMap(scanPrefix(prefix), (keys) =>
+    Effect.promise(() =>
+      Promise.all(keys.map(async (key) => {
+        const type = await admin.type(key)
+        const value = type === "string" ? await admin.get(key) : type === "zset" ? await admin.zrange(key, 0, -1, "WITHSCORES") : type
+        const pttl = await admin.pttl(key)
+        return { key, type, value, expires: pttl > 0 }
+      }))
+    ))
+
+/** One step of the migration script, as the store runs it (a test hook: the store runs steps until done). */
+const migrateStep = (prefix: string, budget: number) =>
+  Effect.promise(() => admin.eval(SCRIPTS.migrate.lua, 0, prefix, String(budget)))
+
+const buildStore = (prefix: string) =>
+  Effect.map(Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), (ctx) => Context.get(ctx, store))
+
+const Steps = Schema.Struct({ n: Schema.Int, trail: Schema.Array(Schema.String) })
+const stepsGraph = Graph.make(Steps).pipe(
+  Graph.addNode("one", (s) => Effect.succeed({ n: s.n + 1, trail: [...s.trail, "one"] })),
+  Graph.addNode("two", (s) => Effect.succeed({ n: s.n + 1, trail: [...s.trail, "two"] })),
+  Graph.addNode("three", (s) => Effect.succeed({ n: s.n + 1, trail: [...s.trail, "three"] })),
+  Graph.setEntryPoint("one"),
+  Graph.addEdge("one", "two"),
+  Graph.addEdge("two", "three"),
+  Graph.addEdge("three", Graph.END)
+)
+
+describe("RedisStore migration from the 0.1.0 layout", () => {
+  it.live("a 0.1.0 data set is migrated when the store is built: listed, loaded, resumable, expiries kept; what is not its own stays; a second build changes nothing", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const prefix = yield* ownedPrefix
+      const old = oldKeysOf(prefix)
+      // A graph run paused after its first node, saved by a 0.1.0 store.
+      const paused = yield* Effect.gen(function*() {
+        const runnable = yield* Graph.compileCheckpointable(stepsGraph, { interruptAfter: ["one"], durability: "sync" })
+        const stopped = yield* Effect.flip(runnable.invoke({ n: 0, trail: [] }))
+        expect(stopped._tag).toBe("GraphInterrupted")
+        return yield* Effect.flatMap(store, (s) => s.list(runnable.executionId))
+      }).pipe(Effect.provide(MemoryStore.layer))
+      const eA = paused[0]!.executionId
+      expect(paused.map((c) => c.nodeName)).toEqual(["__input__", "one"])
+      const eB = yield* freshExecution("ttl")
+      const eC = yield* freshExecution("long")
+      const eD = yield* freshExecution("gone")
+      const withTtl = yield* Effect.forEach([1, 2, 3, 4, 5], (v) => mk(eB, v))
+      const long = yield* Effect.forEach(Array.from({ length: 600 }, (_, i) => i + 1), (v) => mk(eC, v, { state: { v } }))
+      const savedAt = Date.now() - 60_000
+      yield* writeOld(prefix, paused, { savedAt })
+      yield* writeOld(prefix, withTtl, { ttlMs: 3_600_000, savedAt: savedAt + 1 })
+      yield* writeOld(prefix, long, { savedAt: savedAt + 2 })
+      // An index entry whose document vanished, one whose document is another checkpoint, an old staging key.
+      const foreign = yield* mk(eA, 9)
+      yield* Effect.promise(() =>
+        admin.multi()
+          .zadd(old.execution(eD), 1, "gone-1")
+          .zadd(old.executions, savedAt, eD)
+          .zadd(old.execution(eA), 9, "not-mine")
+          .set(old.checkpoint("not-mine"), JSON.stringify({ ...view(foreign), id: "someone-else" }))
+          .set(`${prefix}staging:${randomUUID()}`, "{}", "PX", 60_000)
+          .exec()
+      )
+      const leftBehind = [old.execution(eA), old.checkpoint("not-mine"), old.execution(eD)]
+
+      const s = yield* buildStore(prefix)
+      // Everything of the store is there, in the new layout.
+      const summaries = yield* s.listExecutions()
+      expect(summaries.map((x) => [x.executionId, x.latestVersion]).sort()).toEqual(
+        [[eA, 2], [eB, 5], [eC, 600]].sort()
+      )
+      expect(summaries.find((x) => x.executionId === eA)?.pending).toBe(true)
+      for (const cps of [paused, withTtl, long]) {
+        expect((yield* s.list(cps[0]!.executionId)).map(view)).toEqual(cps.map(view))
+        expect(Option.map(yield* s.latest(cps[0]!.executionId), view)).toEqual(Option.some(view(cps[cps.length - 1]!)))
+      }
+      for (const cp of [...paused, ...withTtl, long[0]!, long[599]!]) expect(view(yield* s.load(cp.id))).toEqual(view(cp))
+      // Expiries went with the keys: the ttl'd execution's documents and index expire, the others do not.
+      const k = keysOf(prefix)
+      for (const key of [...withTtl.map((c) => k.checkpoint(c.id)), k.execution(eB)]) {
+        const left = yield* Effect.promise(() => admin.pttl(key))
+        expect(left, key).toBeGreaterThan(3_000_000)
+        expect(left, key).toBeLessThanOrEqual(3_600_000)
+      }
+      for (const key of [k.checkpoint(long[0]!.id), k.execution(eC), k.executions]) {
+        expect(yield* Effect.promise(() => admin.pttl(key)), key).toBe(-1)
+      }
+      // Executions keep their last-save time.
+      expect(Number(yield* Effect.promise(() => admin.zscore(k.executions, eC)))).toBe(savedAt + 2)
+      // Of the old layout, only what the store could not claim is left (and the staging key, which expires).
+      const oldLeft = yield* oldLayoutKeys(prefix)
+      expect(oldLeft.filter((key) => !key.includes("staging:"))).toEqual([...leftBehind].sort())
+      expect(yield* Effect.promise(() => admin.zrange(old.execution(eA), 0, -1))).toEqual(["not-mine"])
+
+      // A second build is a no-op.
+      const before = yield* snapshot(prefix)
+      yield* buildStore(prefix)
+      expect(yield* snapshot(prefix)).toEqual(before)
+      expect(before.map((x) => x.key)).not.toContain(`${prefix}|migration`)
+
+      // The paused run resumes from Redis: node one does not run again.
+      const resumed = yield* Effect.flatMap(
+        Graph.compileCheckpointable(stepsGraph, { durability: "sync" }),
+        (runnable) => runnable.resume(eA)
+      ).pipe(Effect.provide(RedisStore.layer({ url: TEST_URL, prefix })))
+      expect(resumed).toEqual({ n: 3, trail: ["one", "two", "three"] })
+      expect((yield* s.list(eA)).map((c) => c.nodeName)).toEqual(["__input__", "one", "two", "three"])
+      // Versions stay taken, and a conditional save appends.
+      expect((yield* Effect.flip(s.save(yield* mk(eB, 5))))._tag).toBe("CheckpointConflict")
+      yield* s.save(yield* mk(eC, 601), { expect: { executionId: eC, latestVersion: 600 } })
+
+      yield* Effect.promise(() => admin.del(...oldLeft))
+    })))
+
+  it.live("an interrupted migration completes on the next build, even without its progress key; three processes building at once share the work", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const prefix = yield* ownedPrefix
+      const old = oldKeysOf(prefix)
+      const k = keysOf(prefix)
+      const executions = yield* Effect.forEach([1, 2, 3, 4], (i) => freshExecution(`m${i}`))
+      const all = yield* Effect.forEach(executions, (e) =>
+        Effect.forEach(Array.from({ length: 150 }, (_, i) => i + 1), (v) => mk(e, v)))
+      // Written by a 0.1.0 store with a ttl: every key expires.
+      for (const cps of all) yield* writeOld(prefix, cps, { ttlMs: 3_600_000, executionsExpire: true })
+      const first = Number(yield* Effect.promise(() => admin.zrange(old.executions, 0, 0)).pipe(Effect.map((x) => executions.indexOf(x[0] as Checkpoint.ExecutionId))))
+
+      // The first step only (budget 50: the execution and 49 of its checkpoints), then the process "dies".
+      expect(yield* migrateStep(prefix, 50)).toBe(1)
+      expect(yield* Effect.promise(() => admin.zcard(k.execution(executions[first]!)))).toBe(49)
+      expect(yield* Effect.promise(() => admin.zcard(old.execution(executions[first]!)))).toBe(101)
+      const progress = yield* Effect.promise(() => admin.pttl(`${prefix}|migration`))
+      expect(progress).toBeGreaterThan(0)
+      expect(progress).toBeLessThanOrEqual(3_600_000)
+      // Its progress key is lost (it expired): the next step only looks at some members again.
+      yield* Effect.promise(() => admin.del(`${prefix}|migration`))
+      expect(yield* migrateStep(prefix, 30)).toBe(1)
+      expect(yield* Effect.promise(() => admin.zcard(k.execution(executions[first]!)))).toBe(78)
+
+      // Three processes build at once: each waits for the migration to be done, and nothing is lost or doubled.
+      const stores = yield* Effect.all([buildStore(prefix), buildStore(prefix), buildStore(prefix)], { concurrency: "unbounded" })
+      for (const s of stores) {
+        expect((yield* s.listExecutions()).map((x) => [x.executionId, x.latestVersion]).sort()).toEqual(
+          executions.map((e) => [e, 150]).sort()
+        )
+      }
+      for (const cps of all) expect((yield* stores[0]!.list(cps[0]!.executionId)).map(view)).toEqual(cps.map(view))
+      expect(yield* oldLayoutKeys(prefix)).toEqual([])
+      for (const key of [k.executions, ...executions.map(k.execution), k.checkpoint(all[0]![0]!.id)]) {
+        expect(yield* Effect.promise(() => admin.pttl(key)), key).toBeGreaterThan(3_000_000)
+      }
+      expect(yield* Effect.promise(() => admin.exists(`${prefix}|migration`))).toBe(0)
+    })))
+
+  it.live("the migration moves only what the old keys say is the store's own: nested 0.1.0 stores that shared keys each get theirs", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const parent = shortPrefix()
+      // A and B shared one old index: A's execution "a:checkpoints:execution:b" and B's execution "b".
+      const pA = parent
+      const pB = `${parent}execution:a:checkpoints:`
+      // D's old executions key was E's document of checkpoint "x:executions".
+      const pD = `${parent}q:checkpoint:x:`
+      const pE = `${parent}q:`
+      // B's checkpoint "x:checkpoint:c1" sits in the shared index; where A would look for its document is C's document of "c1".
+      const pC = `${parent}checkpoint:x:`
+      const all = [pA, pB, pC, pD, pE]
+      yield* Effect.addFinalizer(() =>
+        Effect.orDie(Effect.zipRight(Effect.forEach(all, removeByIndex), nothingLeftUnder(parent))))
+      const ofA = yield* Effect.forEach([1, 2], (v) => mk("a:checkpoints:execution:b", v, { id: `a-${v}` }))
+      const ofB = [
+        ...yield* Effect.forEach([1, 2, 3], (v) => mk("b", v, { id: `b-${v}` })),
+        yield* mk("b", 4, { id: "x:checkpoint:c1" })
+      ]
+      const ofC = yield* mk("cc", 1, { id: "c1" })
+      const ofE = yield* mk("ee", 1, { id: "x:executions" })
+      yield* writeOld(pA, ofA)
+      yield* writeOld(pB, ofB)
+      yield* writeOld(pC, [ofC])
+      yield* writeOld(pE, [ofE])
+      const shared = oldKeysOf(pA).execution("a:checkpoints:execution:b")
+      expect(shared).toBe(oldKeysOf(pB).execution("b"))
+      expect(yield* Effect.promise(() => admin.zcard(shared))).toBe(6)
+      expect(oldKeysOf(pA).checkpoint("x:checkpoint:c1")).toBe(oldKeysOf(pC).checkpoint("c1"))
+      expect(oldKeysOf(pD).executions).toBe(oldKeysOf(pE).checkpoint("x:executions"))
+
+      const A = yield* buildStore(pA)
+      expect((yield* A.list("a:checkpoints:execution:b" as Checkpoint.ExecutionId)).map(view)).toEqual(ofA.map(view))
+      expect((yield* A.listExecutions()).map((x) => x.executionId)).toEqual(["a:checkpoints:execution:b"])
+      // B's old data is untouched: its members of the shared index, its documents, its executions set.
+      expect(yield* Effect.promise(() => admin.zrange(shared, 0, -1))).toEqual(["b-1", "b-2", "b-3", "x:checkpoint:c1"])
+      for (const cp of ofB) expect(yield* Effect.promise(() => admin.exists(oldKeysOf(pB).checkpoint(cp.id)))).toBe(1)
+      expect(yield* Effect.promise(() => admin.zrange(oldKeysOf(pB).executions, 0, -1))).toEqual(["b"])
+      // D finds a string where its old executions set would be: not its own, not touched.
+      const textOfE = yield* Effect.promise(() => admin.get(oldKeysOf(pE).checkpoint("x:executions")))
+      const D = yield* buildStore(pD)
+      expect(yield* D.listExecutions()).toEqual([])
+      expect(yield* Effect.promise(() => admin.get(oldKeysOf(pE).checkpoint("x:executions")))).toBe(textOfE)
+
+      const B = yield* buildStore(pB)
+      expect((yield* B.list("b" as Checkpoint.ExecutionId)).map(view)).toEqual(ofB.map(view))
+      const C = yield* buildStore(pC)
+      expect(view(yield* C.load("c1" as Checkpoint.CheckpointId))).toEqual(view(ofC))
+      const E = yield* buildStore(pE)
+      expect(view(yield* E.load("x:executions" as Checkpoint.CheckpointId))).toEqual(view(ofE))
+      // A is unchanged by B's and E's migrations, and nothing of the old layout is left.
+      expect((yield* A.list("a:checkpoints:execution:b" as Checkpoint.ExecutionId)).map(view)).toEqual(ofA.map(view))
+      expect(yield* oldLayoutKeys(parent)).toEqual([])
+    })))
+})
+
+// -----------------------------------------------------------------------------
+// listExecutions: bounded pages
+// -----------------------------------------------------------------------------
+
+describe("RedisStore listExecutions in bounded pages", () => {
+  /** What the store sent for one operation, read through a recording proxy. */
+  const sentDuring = <A, E>(proxy: { readonly record: () => void; readonly recorded: () => Buffer }, op: Effect.Effect<A, E>) =>
+    Effect.gen(function*() {
+      proxy.record()
+      const result = yield* op
+      return { result, sent: commandsIn(proxy.recorded()) }
+    })
+
+  /** The ids each page script call was given (`EVALSHA sha 1 executions P bytes id…`). */
+  const pageCalls = (sent: ReadonlyArray<ReadonlyArray<string>>) =>
+    sent.filter((c) => c[0] === "evalsha").map((c) => {
+      expect(c[1]).toBe(SCRIPTS.listPage.sha)
+      return c.slice(6)
+    })
+
+  /** A checkpoint document in the store's encoding, written by hand (fast for tens of thousands). */
+  const rawDoc = (id: string, executionId: string, version: number) =>
+    `{"id":"${id}","executionId":"${executionId}","nodeName":"n${version}","version":${version},` +
+    `"timestamp":"2026-01-01T00:00:00.000Z","next":["n${version + 1}"],"metadata":{},"state":{"v":${version}}}`
+
+  /**
+   * Writes `n` executions with raw pipelined commands: execution i has version 1, and version 2 when
+   * i % 5 == 0; its newest document is missing when i % 7 == 0, and every document when i % 11 == 0
+   * (as when keys expired). Returns each listable execution's newest live checkpoint.
+   */
+  const writeExecutions = (prefix: string, run: string, n: number) =>
+    Effect.promise(async () => {
+      const k = keysOf(prefix)
+      const expected = new Map<string, { readonly version: number; readonly id: string }>()
+      for (let from = 0; from < n; from += 2000) {
+        const p = admin.pipeline()
+        for (let i = from; i < Math.min(n, from + 2000); i++) {
+          const e = `${run}-${i}`
+          const versions = i % 5 === 0 ? [1, 2] : [1]
+          const live = i % 11 === 0 ? [] : i % 7 === 0 ? versions.slice(0, -1) : versions
+          p.zadd(k.executions, Date.now(), e)
+          for (const v of versions) p.zadd(k.execution(e), v, `${e}.v${v}`)
+          for (const v of live) p.set(k.checkpoint(`${e}.v${v}`), rawDoc(`${e}.v${v}`, e, v))
+          const newest = live[live.length - 1]
+          if (newest !== undefined) expected.set(e, { version: newest, id: `${e}.v${newest}` })
+        }
+        await p.exec()
+      }
+      return expected
+    })
+
+  it.live("20,000 executions: all listed, each read once, in many calls of at most LIST_PAGE executions each", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const proxy = yield* redisProxy(target)
+      const prefix = yield* ownedPrefix
+      const k = keysOf(prefix)
+      const s = Context.get(
+        yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: proxy.port, db: target.db, prefix })),
+        store
+      )
+      const n = 20_000
+      const run = yield* freshExecution("many")
+      const expected = yield* writeExecutions(prefix, run, n)
+      const { result: listed, sent } = yield* sentDuring(proxy, s.listExecutions())
+      expect(listed.length).toBe(expected.size)
+      for (const x of listed) {
+        const want = expected.get(x.executionId)
+        if (want?.version !== x.latestVersion || want.id !== x.latestCheckpointId) {
+          expect({ version: x.latestVersion, id: x.latestCheckpointId }, x.executionId).toEqual(want)
+        }
+      }
+      // Executions with nothing live left the set (and their indexes emptied).
+      expect(yield* Effect.promise(() => admin.zcard(k.executions))).toBe(expected.size)
+      expect(yield* Effect.promise(() => admin.exists(k.execution(`${run}-0`)))).toBe(0)
+      // Bounded calls: ZSCANs of LIST_PAGE, page scripts of at most LIST_PAGE ids; every execution read once.
+      expect(new Set(sent.map((c) => c[0]))).toEqual(new Set(["zscan", "evalsha"]))
+      for (const c of sent.filter((c) => c[0] === "zscan")) expect(c.slice(3)).toEqual(["COUNT", String(LIST_PAGE)])
+      const pages = pageCalls(sent)
+      expect(pages.every((ids) => ids.length <= LIST_PAGE)).toBe(true)
+      expect(pages.length).toBeGreaterThanOrEqual(Math.ceil(n / LIST_PAGE))
+      expect(pages.flat().length).toBe(n)
+      expect(new Set(pages.flat()).size).toBe(n)
+    })))
+
+  it.live("while another connection saves (new versions, new executions), a walk misses no execution and lists each once", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const prefix = yield* ownedPrefix
+      const s = Context.get(yield* Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), store)
+      const writer = Context.get(yield* Layer.build(RedisStore.layer({ url: TEST_URL, prefix })), store)
+      const run = yield* freshExecution("busy")
+      const expected = yield* writeExecutions(prefix, run, 3000)
+      const touched = [...expected.keys()].filter((_, i) => i % 5 === 0)
+      const fresh = yield* Effect.forEach(Array.from({ length: 200 }, (_, i) => i), (i) => mk(`${run}-new-${i}`, 1))
+      const saves = yield* Effect.fork(Effect.all([
+        Effect.forEach(touched, (e) => Effect.flatMap(mk(e, 3), (cp) => writer.save(cp)), { concurrency: 4 }),
+        Effect.forEach(fresh, (cp) => writer.save(cp), { concurrency: 4 })
+      ], { concurrency: 2 }))
+      const during = yield* s.listExecutions()
+      yield* Fiber.join(saves)
+      const seen = during.map((x) => x.executionId)
+      expect(new Set(seen).size).toBe(seen.length)
+      const byId = new Map(during.map((x) => [x.executionId as string, x.latestVersion]))
+      const missed = [...expected].filter(([e, { version }]) => byId.get(e) !== version && byId.get(e) !== 3)
+      expect(missed).toEqual([])
+      expect((yield* s.listExecutions()).length).toBe(expected.size + fresh.length)
+    })))
+
+  it.live("a page of large documents is read in several calls, each stopping once it read LIST_PAGE_BYTES", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const proxy = yield* redisProxy(target)
+      const prefix = yield* ownedPrefix
+      const s = Context.get(
+        yield* Layer.build(RedisStore.layer({ host: "127.0.0.1", port: proxy.port, db: target.db, prefix })),
+        store
+      )
+      const size = 300_000
+      const cps = yield* Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) =>
+        Effect.flatMap(freshExecution(`big${i}`), (e) => mkLarge(e, 1, size)))
+      yield* s.saveMany(cps)
+      const { result: listed, sent } = yield* sentDuring(proxy, s.listExecutions())
+      expect(listed.map((x) => x.latestCheckpointId).sort()).toEqual(cps.map((c) => c.id).sort())
+      const pages = pageCalls(sent)
+      // 10 documents of 300 KB, at most LIST_PAGE_BYTES (plus one document) a call: several calls, each going on where the last stopped.
+      expect(pages.length).toBeGreaterThanOrEqual(Math.ceil((10 * size) / (LIST_PAGE_BYTES + size)))
+      for (let i = 1; i < pages.length; i++) {
+        expect(pages[i]!.length).toBeLessThan(pages[i - 1]!.length)
+        expect(pages[i - 1]!.slice(-pages[i]!.length)).toEqual(pages[i])
+      }
+    })))
 })

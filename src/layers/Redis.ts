@@ -2,21 +2,35 @@
  * The Redis checkpoint store, on `ioredis`: the fast shared store, with an
  * optional time-to-live.
  *
- * Keys (every name starts with the store's `prefix`):
+ * Keys (every name is the store's `prefix`, a `|`, then its type):
  *
- * | key | type | holds |
- * |---|---|---|
- * | `{prefix}checkpoint:{id}` | string | the checkpoint as one JSON document |
- * | `{prefix}execution:{executionId}:checkpoints` | sorted set | the ids of the execution's checkpoints, scored by version |
- * | `{prefix}executions` | sorted set | the execution ids, scored by the time of their last save (epoch ms) |
- * | `{prefix}staging:{uuid}` | string | a large document on its way in (see below); gone when its save ends, or 60 s after a crash |
+ * - `{prefix}|c|{id}` (string): the checkpoint as one JSON document
+ * - `{prefix}|x|{executionId}` (sorted set): the ids of the execution's checkpoints, scored by version
+ * - `{prefix}|executions` (sorted set): the execution ids, scored by the time of their last save (epoch ms)
+ * - `{prefix}|s|{uuid}` (string): a large document on its way in (see below); gone when its save ends, or 60 s after a crash
+ * - `{prefix}|migration` (string): only while a migration from the 0.1.0 layout is unfinished (expires after an hour)
  *
- * Every operation is one round trip: `load` is one `GET`; every other
- * operation is one Lua script (`EVALSHA`), so a write is atomic — the
- * `(executionId, version)` and `id` checks and the writes of a save or of a
- * whole `saveMany` batch happen together or not at all. `clear` and `prune`
+ * Neither prefixes nor ids can hold a `|`, so a key names its prefix (the text
+ * before its first `|`): two stores with different prefixes never share a key,
+ * even when one prefix starts with the other (`p:` and `p:checkpoint:`).
+ *
+ * Every operation but `listExecutions` is one round trip: `load` is one `GET`;
+ * every other operation is one Lua script (`EVALSHA`), so a write is atomic —
+ * the `(executionId, version)` and `id` checks and the writes of a save or of
+ * a whole `saveMany` batch happen together or not at all. `clear` and `prune`
  * find their keys through the execution's sorted set, never with `KEYS` or
- * `SCAN`.
+ * `SCAN`. `listExecutions` walks the executions set in pages (`ZSCAN`, and a
+ * short script per page of 128 executions that reads their newest
+ * checkpoints), so no call keeps Redis busy for long, however many executions
+ * there are; every execution that exists for the whole walk is listed once.
+ *
+ * The 0.1.0 layout (`{prefix}checkpoint:{id}`,
+ * `{prefix}execution:{executionId}:checkpoints`, `{prefix}executions`) was
+ * ambiguous when prefixes nest. Building a store that finds it under its
+ * prefix migrates it first, in short atomic steps through the old indexes
+ * (never `KEYS` or `SCAN`), moving only the checkpoints whose document says
+ * they belong there; it is safe to interrupt and to run from several processes
+ * at once. See the README.
  *
  * Large documents (over 16 K characters) do not travel as a script argument
  * (Redis would copy them into Lua and out again: 3.5× a plain `SET` at 1 MB):
@@ -62,7 +76,7 @@
  */
 import { Config, Duration, Effect, identity, Layer, Option, Redacted } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
-import { createHash, randomUUID } from "node:crypto"
+import { randomUUID } from "node:crypto"
 import * as Checkpoint from "../Checkpoint.js"
 import {
   CheckpointConflict,
@@ -72,6 +86,7 @@ import {
 } from "../CheckpointError.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import { checkPrefix, isValidId } from "../internal/identifier.js"
+import { keysOf, LIST_PAGE, LIST_PAGE_BYTES, MIGRATE_BATCH, type Script, SCRIPTS } from "../internal/redisScripts.js"
 import { storeError } from "../internal/storeError.js"
 
 const BACKEND = "redis"
@@ -154,338 +169,6 @@ export interface HostOptions {
  */
 export type Options = (UrlOptions | HostOptions) & StoreOptions & ClientOptions
 
-// -----------------------------------------------------------------------------
-// Lua scripts
-// -----------------------------------------------------------------------------
-
-/**
- * Shared by every script: `ARGV[1]` is the full key prefix (the client's
- * `keyPrefix` + the store's prefix), from which keys named by an index member
- * are built.
- */
-const PRELUDE = `
-local P = ARGV[1]
-local function ckey(id) return P .. 'checkpoint:' .. id end
-local function xkey(e) return P .. 'execution:' .. e .. ':checkpoints' end
-local ekey = P .. 'executions'
-local CHUNK = 512
-
--- Sets the expiry of the index keys after a save: ttl > 0 sets it on the
--- execution's set and lets the executions set live at least as long; 0 makes
--- both persistent, so an index never expires before a checkpoint it lists.
-local function expire(x, ttl, freshE)
-  if ttl > 0 then
-    redis.call('PEXPIRE', x, ttl)
-    local left = redis.call('PTTL', ekey)
-    if freshE or (left >= 0 and left < ttl) then redis.call('PEXPIRE', ekey, ttl) end
-  else
-    redis.call('PERSIST', x)
-    redis.call('PERSIST', ekey)
-  end
-end
-
--- true when version v of the execution set x is held by a live checkpoint;
--- members whose checkpoint vanished (expired) are removed, freeing the slot.
-local function taken(x, v)
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', x, v, v)) do
-    if redis.call('EXISTS', ckey(m)) == 1 then return true end
-    redis.call('ZREM', x, m)
-  end
-  return false
-end
-
--- Appends {id, version, document} for every live member of a WITHSCORES page
--- to out (document = false for a key that is not a string); removes the
--- members whose checkpoint vanished from x. Returns how many were appended
--- and whether any had vanished.
-local function collect(x, page, out)
-  local found, gone = 0, false
-  local i = 1
-  while i <= #page do
-    local keys, members, scores = {}, {}, {}
-    while i <= #page and #keys < CHUNK do
-      members[#members + 1] = page[i]
-      scores[#scores + 1] = page[i + 1]
-      keys[#keys + 1] = ckey(page[i])
-      i = i + 2
-    end
-    local docs = redis.call('MGET', unpack(keys))
-    for k = 1, #keys do
-      local doc = docs[k]
-      if not doc and redis.call('EXISTS', keys[k]) == 0 then
-        redis.call('ZREM', x, members[k])
-        gone = true
-      else
-        out[#out + 1] = members[k]
-        out[#out + 1] = scores[k]
-        out[#out + 1] = doc
-        found = found + 1
-      end
-    end
-  end
-  return found, gone
-end
-`
-
-/**
- * Shared by the two save scripts, after {@link PRELUDE}: the expectation check
- * of a conditional save, and the words for a staged document that is missing.
- *
- * A document argument `'*' .. token` stands for the staging key
- * `P .. 'staging:' .. token`, which the same pipeline `SET` to the document
- * just before the script (a JSON document never starts with `*`). The scripts
- * check it inline, so that a save without staging or expectation pays for no
- * more than a byte comparison.
- */
-const SAVE_PRELUDE = `${PRELUDE}
--- The newest version of the execution set x, as \`latest\` sees it: the
--- highest score whose checkpoint key exists (0: none). Members whose
--- checkpoint vanished are removed on the way, as every read does.
-local function newest(x)
-  while true do
-    local top = redis.call('ZREVRANGE', x, 0, 0, 'WITHSCORES')
-    if #top == 0 then return 0 end
-    if redis.call('EXISTS', ckey(top[1])) == 1 then return tonumber(top[2]) end
-    redis.call('ZREM', x, top[1])
-  end
-end
-
-local STAGING_LOST = 'ERR effect-checkpoint: a staged document is missing (its staging key expired or was removed); nothing was written'
-`
-
-/**
- * KEYS: checkpoint, execution set, executions[, the expectation's execution set].
- * ARGV: P, id, executionId, version, document (or '*' .. staging token), ttl ms, now ms[, expected latest version].
- * → 1 saved; 0 conflict; -1 - actual: the expectation failed, the newest version is actual.
- * Whenever it does not save, it removes the staging key too.
- */
-const SAVE = `${SAVE_PRELUDE}
-local id, e, v, doc, ttl, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local s = string.byte(doc, 1) == 42 and P .. 'staging:' .. string.sub(doc, 2)
-local refused, free
-if KEYS[4] then
-  local actual = newest(KEYS[4])
-  if actual ~= tonumber(ARGV[8]) then refused = -1 - actual end
-  -- newest() leaves no member above actual: a higher version of that execution is free.
-  free = KEYS[4] == KEYS[2] and tonumber(v) > actual
-end
-if not refused and (redis.call('EXISTS', KEYS[1]) == 1 or (not free and taken(KEYS[2], v))) then refused = 0 end
-if refused then
-  if s then redis.call('DEL', s) end
-  return refused
-end
-if s and redis.call('EXISTS', s) == 0 then return redis.error_reply(STAGING_LOST) end
-local freshE = ttl > 0 and redis.call('EXISTS', KEYS[3]) == 0
-redis.call('ZADD', KEYS[3], now, e)
-redis.call('ZADD', KEYS[2], v, id)
-if s then
-  redis.call('RENAME', s, KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
-elseif ttl > 0 then
-  redis.call('SET', KEYS[1], doc, 'PX', ttl)
-else
-  redis.call('SET', KEYS[1], doc)
-end
-expire(KEYS[2], ttl, freshE)
-return 1
-`
-
-/**
- * KEYS: executions[, the expectation's execution set]. ARGV: P, ttl ms, now ms[, expected latest version],
- * then (id, executionId, version, document or '*' .. staging token) per checkpoint.
- * → 0 saved; i > 0: the i-th checkpoint conflicts; -1 - actual: the expectation failed, the newest
- * version is actual. Whenever it does not save, it writes nothing and removes the batch's staging keys.
- */
-const SAVE_MANY = `${SAVE_PRELUDE}
-local ttl, now = tonumber(ARGV[2]), ARGV[3]
-local h = 3
-if KEYS[2] then h = 4 end
-local n = (#ARGV - h) / 4
-local refused, lost, above
-if KEYS[2] then
-  local actual = newest(KEYS[2])
-  if actual ~= tonumber(ARGV[4]) then refused = -1 - actual end
-  -- newest() leaves no member above actual: a higher version of that execution is free.
-  above = actual
-end
-if not refused then
-  for i = 0, n - 1 do
-    local at = h + 1 + 4 * i
-    local x, v = xkey(ARGV[at + 1]), ARGV[at + 2]
-    local free = above and x == KEYS[2] and tonumber(v) > above
-    if redis.call('EXISTS', ckey(ARGV[at])) == 1 or (not free and taken(x, v)) then
-      refused = i + 1
-      break
-    end
-    local doc = ARGV[at + 3]
-    if string.byte(doc, 1) == 42 and redis.call('EXISTS', P .. 'staging:' .. string.sub(doc, 2)) == 0 then
-      refused, lost = 0, true
-      break
-    end
-  end
-end
-if refused then
-  for i = 0, n - 1 do
-    local doc = ARGV[h + 4 + 4 * i]
-    if string.byte(doc, 1) == 42 then redis.call('DEL', P .. 'staging:' .. string.sub(doc, 2)) end
-  end
-  if lost then return redis.error_reply(STAGING_LOST) end
-  return refused
-end
-local freshE = ttl > 0 and redis.call('EXISTS', KEYS[1]) == 0
-for i = 0, n - 1 do
-  local at = h + 1 + 4 * i
-  local id, e, v, doc = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local x = xkey(e)
-  local k = ckey(id)
-  redis.call('ZADD', KEYS[1], now, e)
-  redis.call('ZADD', x, v, id)
-  if string.byte(doc, 1) == 42 then
-    redis.call('RENAME', P .. 'staging:' .. string.sub(doc, 2), k)
-    if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
-  elseif ttl > 0 then
-    redis.call('SET', k, doc, 'PX', ttl)
-  else
-    redis.call('SET', k, doc)
-  end
-  expire(x, ttl, freshE)
-  freshE = false
-end
-return 0
-`
-
-/**
- * KEYS: execution set. ARGV: P, '1' = newest first, exclusive bound, limit (-1 = all).
- * → flat {id, version, document} triples of live checkpoints in order.
- */
-const READ = `${PRELUDE}
-local x, rev, bound, limit = KEYS[1], ARGV[2] == '1', ARGV[3], tonumber(ARGV[4])
-local out, total = {}, 0
-while true do
-  local want = -1
-  if limit >= 0 then want = limit - total end
-  local page
-  if rev then
-    page = redis.call('ZREVRANGEBYSCORE', x, bound, '-inf', 'WITHSCORES', 'LIMIT', 0, want)
-  else
-    page = redis.call('ZRANGEBYSCORE', x, bound, '+inf', 'WITHSCORES', 'LIMIT', 0, want)
-  end
-  if #page == 0 then break end
-  local found, gone = collect(x, page, out)
-  total = total + found
-  if not gone or limit < 0 or total >= limit then break end
-  bound = '(' .. page[#page]
-end
-return out
-`
-
-/**
- * KEYS: executions. ARGV: P. → flat {executionId, id, version, document} per
- * execution with a live checkpoint; the others are removed from the set.
- */
-const LIST_EXECUTIONS = `${PRELUDE}
-local out = {}
-for _, e in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local x = xkey(e)
-  local hi, got = '+inf', false
-  while true do
-    local page = redis.call('ZREVRANGEBYSCORE', x, hi, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    if #page == 0 then break end
-    local one = {}
-    if collect(x, page, one) > 0 then
-      out[#out + 1] = e
-      out[#out + 1] = one[1]
-      out[#out + 1] = one[2]
-      out[#out + 1] = one[3]
-      got = true
-      break
-    end
-    hi = '(' .. page[2]
-  end
-  if not got then redis.call('ZREM', KEYS[1], e) end
-end
-return out
-`
-
-/**
- * KEYS: checkpoint. ARGV: P, id. Finds the execution from the document (our
- * encoding puts it first; anything else is parsed), removes the key and its
- * index entry. → 1 removed, 0 there was none.
- */
-const DELETE = `${PRELUDE}
-local k = KEYS[1]
-local t = redis.call('TYPE', k).ok
-if t == 'none' then return 0 end
-local e
-if t == 'string' then
-  e = string.match(redis.call('GETRANGE', k, 0, 511), '^{"id":"[^"]*","executionId":"([^"]+)"')
-  if not e then
-    local ok, doc = pcall(cjson.decode, redis.call('GET', k))
-    if ok and type(doc) == 'table' and type(doc.executionId) == 'string' then e = doc.executionId end
-  end
-end
-redis.call('DEL', k)
-if e and #e <= 128 and string.match(e, '^[A-Za-z0-9_:%-][A-Za-z0-9_:%.%-]*$') then
-  local x = xkey(e)
-  redis.call('ZREM', x, ARGV[2])
-  if redis.call('EXISTS', x) == 0 then redis.call('ZREM', ekey, e) end
-end
-return 1
-`
-
-/** KEYS: execution set, executions. ARGV: P, executionId. → how many checkpoint keys were removed. */
-const CLEAR = `${PRELUDE}
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local n = 0
-for i = 1, #members, CHUNK do
-  local keys = {}
-  for j = i, math.min(i + CHUNK - 1, #members) do keys[#keys + 1] = ckey(members[j]) end
-  n = n + redis.call('DEL', unpack(keys))
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-return n
-`
-
-/** KEYS: execution set, executions. ARGV: P, executionId, keep. → how many live checkpoints were removed. */
-const PRUNE = `${PRELUDE}
-local x, keep = KEYS[1], tonumber(ARGV[3])
-if redis.call('ZCARD', x) <= keep then return 0 end
-local live, removed = 0, 0
-for _, m in ipairs(redis.call('ZREVRANGE', x, 0, -1)) do
-  local k = ckey(m)
-  if redis.call('EXISTS', k) == 1 then
-    live = live + 1
-    if live > keep then
-      redis.call('DEL', k)
-      redis.call('ZREM', x, m)
-      removed = removed + 1
-    end
-  else
-    redis.call('ZREM', x, m)
-  end
-end
-if redis.call('EXISTS', x) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
-return removed
-`
-
-interface Script {
-  readonly lua: string
-  readonly sha: string
-}
-
-const script = (lua: string): Script => ({ lua, sha: createHash("sha1").update(lua).digest("hex") })
-
-const SCRIPTS = {
-  save: script(SAVE),
-  saveMany: script(SAVE_MANY),
-  read: script(READ),
-  listExecutions: script(LIST_EXECUTIONS),
-  delete: script(DELETE),
-  clear: script(CLEAR),
-  prune: script(PRUNE)
-} as const
-
 /**
  * Documents longer than this (in UTF-16 code units, ~bytes for JSON) do not
  * travel as a script argument, which Redis copies into Lua and out again: the
@@ -505,7 +188,19 @@ const STAGE_ABOVE = 16 * 1024
  */
 const STAGING_TTL_MS = 60_000
 
-/** A document sent ahead of its save script, to `{prefix}staging:{uuid}`. */
+/** Where a `listExecutions` walk stands. */
+interface ListWalk {
+  /** The `ZSCAN` cursor of the executions set; `undefined` once the scan is over. */
+  cursor: string | undefined
+  /** Scanned ids not read yet. */
+  pending: Array<string>
+  /** Every id scanned so far. */
+  readonly queued: Set<string>
+  /** Each execution with a live checkpoint: its newest one's id, version and document. */
+  readonly found: Map<string, readonly [unknown, unknown, unknown]>
+}
+
+/** A document sent ahead of its save script, to `{prefix}|s|{uuid}`. */
 interface Staged {
   readonly key: string
   readonly document: string
@@ -573,9 +268,10 @@ const makeWith = (
     // ioredis adds its `keyPrefix` to the keys it is given (KEYS of a script, GET);
     // keys built inside a script from an index member need it spelled out.
     const fullPrefix = (client.options.keyPrefix ?? "") + prefix
-    const checkpointKey = (id: string) => `${prefix}checkpoint:${id}`
-    const executionKey = (executionId: string) => `${prefix}execution:${executionId}:checkpoints`
-    const executionsKey = `${prefix}executions`
+    const layout = keysOf(prefix)
+    const checkpointKey = layout.checkpoint
+    const executionKey = layout.execution
+    const executionsKey = layout.executions
 
     const fail = (operation: string) => (cause: unknown): CheckpointStoreError => {
       if (!(cause instanceof Error)) return storeError(BACKEND, operation, cause, context.secrets)
@@ -649,7 +345,7 @@ const makeWith = (
     const documentArg = (document: string, staged: Array<Staged>): string => {
       if (document.length <= STAGE_ABOVE) return document
       const token = randomUUID()
-      staged.push({ key: `${prefix}staging:${token}`, document })
+      staged.push({ key: layout.staging(token), document })
       return `*${token}`
     }
 
@@ -711,6 +407,91 @@ const makeWith = (
         })
       },
       catch: fail("connect")
+    })
+
+    // Data of the 0.1.0 layout under this prefix moves to this one, in short steps, before the store serves.
+    let more = true
+    yield* Effect.whileLoop({
+      while: () => more,
+      body: () => run("migrate", SCRIPTS.migrate, [], [String(MIGRATE_BATCH)]),
+      step: (reply) => {
+        more = reply === 1
+      }
+    })
+
+    /**
+     * One round trip of `listExecutions`: the page script on up to
+     * {@link LIST_PAGE} ids scanned before, pipelined with the `ZSCAN` of the
+     * next ids. The state changes only when the whole round trip succeeded, so
+     * it can be sent again.
+     */
+    const listStep = (walk: ListWalk): Promise<void> => {
+      const page = walk.pending.slice(0, LIST_PAGE)
+      const cursor = walk.cursor
+      const scan = cursor !== undefined && walk.pending.length - page.length < LIST_PAGE
+      const pageArgs = [fullPrefix, String(LIST_PAGE_BYTES), ...page]
+      const pipeline = client.pipeline()
+      if (page.length > 0) pipeline.evalsha(SCRIPTS.listPage.sha, 1, executionsKey, ...pageArgs)
+      if (scan) pipeline.zscan(executionsKey, cursor, "COUNT", LIST_PAGE)
+      return pipeline.exec().then((results) => {
+        if (results === null || results.length !== (page.length > 0 ? 1 : 0) + (scan ? 1 : 0)) {
+          return Promise.reject(new Error("Redis returned no reply for listExecutions"))
+        }
+        const scanned = scan ? results[results.length - 1]! : undefined
+        if (scanned !== undefined && scanned[0] !== null) return Promise.reject(scanned[0])
+        const pageReply: Promise<unknown> = page.length === 0
+          ? Promise.resolve([0])
+          : results[0]![0] === null
+          ? Promise.resolve(results[0]![1])
+          : isNoScript(results[0]![0])
+          ? client.eval(SCRIPTS.listPage.lua, 1, executionsKey, ...pageArgs)
+          : Promise.reject(results[0]![0])
+        return pageReply.then((reply) => {
+          const flat = Array.isArray(reply) ? reply : []
+          // The script handles at least one id of a page; it may stop early on a page of large documents.
+          const handled = page.length === 0 ? 0 : Math.min(page.length, Math.max(1, Number(flat[0])))
+          for (let i = 1; i + 3 < flat.length; i += 4) walk.found.set(String(flat[i]), [flat[i + 1], flat[i + 2], flat[i + 3]])
+          walk.pending = walk.pending.slice(handled)
+          if (scanned !== undefined) {
+            const [next, members] = scanned[1] as [string, Array<string>]
+            // ZSCAN may return an id twice: it is read once.
+            for (let i = 0; i < members.length; i += 2) {
+              const executionId = members[i]!
+              if (!walk.queued.has(executionId)) {
+                walk.queued.add(executionId)
+                walk.pending.push(executionId)
+              }
+            }
+            walk.cursor = next === "0" ? undefined : next
+          }
+        })
+      })
+    }
+
+    /**
+     * Every execution with its newest live checkpoint, in bounded steps (see
+     * {@link LIST_PAGE}): `ZSCAN` returns every execution that is in the set
+     * for the whole walk, whatever saves happen meanwhile (an execution saved
+     * during the walk is read once, before or after that save).
+     */
+    const listExecutions = Effect.suspend(() => {
+      const walk: ListWalk = { cursor: "0", pending: [], queued: new Set(), found: new Map() }
+      return Effect.whileLoop({
+        while: () => walk.cursor !== undefined || walk.pending.length > 0,
+        body: () => onceMoreIfDropped(Effect.tryPromise({ try: () => listStep(walk), catch: identity })),
+        step: () => undefined
+      }).pipe(
+        Effect.mapError(fail("listExecutions")),
+        Effect.zipRight(Effect.suspend(() => {
+          const out: Array<Effect.Effect<CheckpointStore.ExecutionSummary, CheckpointDecodeError>> = []
+          for (const [executionId, [id, score, doc]] of walk.found) {
+            // A member that is not a valid id was not written by a store: it names no checkpoints of ours.
+            if (!isValidId(executionId)) continue
+            out.push(Effect.map(decodeAt(id, score, doc, executionId), CheckpointStore.summarize))
+          }
+          return Effect.all(out)
+        }))
+      )
     })
 
     /** The failed expectation a save script's reply reports (a negative reply: -1 - the newest version), if any. */
@@ -792,18 +573,7 @@ const makeWith = (
         ),
       latest: (executionId) =>
         Effect.map(read("latest", executionId, true, "+inf", 1), (found) => Option.fromNullable(found[0])),
-      listExecutions: Effect.flatMap(runRead("listExecutions", SCRIPTS.listExecutions, [executionsKey], []), (reply) =>
-        Effect.suspend(() => {
-          const flat = Array.isArray(reply) ? reply : []
-          const out: Array<Effect.Effect<CheckpointStore.ExecutionSummary, CheckpointDecodeError>> = []
-          for (let i = 0; i + 3 < flat.length; i += 4) {
-            const executionId = flat[i]
-            // A member that is not a valid id was not written by a store: it names no checkpoints of ours.
-            if (!isValidId(executionId)) continue
-            out.push(Effect.map(decodeAt(flat[i + 1], flat[i + 2], flat[i + 3], executionId), CheckpointStore.summarize))
-          }
-          return Effect.all(out)
-        })),
+      listExecutions,
       delete: (id) => Effect.asVoid(run("delete", SCRIPTS.delete, [checkpointKey(id)], [id])),
       clear: (executionId) =>
         Effect.asVoid(run("clear", SCRIPTS.clear, [executionKey(executionId), executionsKey], [executionId])),
@@ -993,7 +763,6 @@ export const layerClient = (
  * `REDIS_ADDR`):
  *
  * | name | default | |
- * |---|---|---|
  * | `REDIS_ADDR` | `localhost:6379` | `host:port`, or a `redis://` / `rediss://` URL |
  * | `REDIS_PASSWORD` | none | read as `Redacted` |
  * | `REDIS_DB` | `0` | the database number |
