@@ -10,7 +10,10 @@
  * @since 0.2.0
  * @internal
  */
-import { Args, Command, HelpDoc, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
 import { Clock, Config, Effect, Either, Option, type Redacted, Stream } from "effect"
 import * as Checkpoint from "../Checkpoint.js"
 import * as CheckpointStore from "../CheckpointStore.js"
@@ -453,7 +456,7 @@ const verify = Command.make(
         const reports: Array<Verify.Report> = []
         for (const id of ids) {
           reports.push(yield* Verify.verifyExecution(store, id))
-          yield* bar.update(reports.length, ids.length, "executions")
+          yield* bar.update(reports.length, ids.length, ids.length === 1 ? "execution" : "executions")
         }
         yield* bar.done
         const broken = reports.filter((r) => r.problems.length > 0)
@@ -564,8 +567,14 @@ const retry = Command.make(
 // export, import
 // -----------------------------------------------------------------------------
 
-/** Writes one execution's block; returns how many checkpoints and task writes it held. */
-const exportExecution = (
+/**
+ * Writes one execution's block to standard output; returns how many
+ * checkpoints and task writes it held.
+ *
+ * @since 0.2.0
+ * @category export
+ */
+export const exportExecution = (
   store: CheckpointStore.Service,
   executionId: Checkpoint.ExecutionId,
   target: StoreUrl.Target
@@ -631,7 +640,7 @@ const exportCommand = Command.make(
           checkpoints += counts.checkpoints
           writeCount += counts.writes
           done++
-          yield* bar.update(done, ids.length, `executions, ${plural(checkpoints, "checkpoint")}`)
+          yield* bar.update(done, ids.length, `${ids.length === 1 ? "execution" : "executions"}, ${plural(checkpoints, "checkpoint")}`)
         }
         yield* bar.done
         if (io.stderrIsTTY) {
@@ -642,7 +651,13 @@ const exportCommand = Command.make(
       }))
 ).pipe(Command.withDescription(help("export")))
 
-const importExecution = (
+/**
+ * Saves one block of an export into the store (see `import --help`).
+ *
+ * @since 0.2.0
+ * @category export
+ */
+export const importExecution = (
   store: CheckpointStore.Service,
   block: ExportFormat.Block,
   force: boolean,
@@ -714,7 +729,11 @@ const importCommand = Command.make(
             counts.executions++
             counts.checkpoints += block.checkpoints.length
             counts.writes += block.writes.reduce((n, w) => n + w.writes.length, 0)
-            yield* bar.update(counts.executions, undefined, `executions, ${plural(counts.checkpoints, "checkpoint")}`)
+            yield* bar.update(
+              counts.executions,
+              undefined,
+              `${counts.executions === 1 ? "execution" : "executions"}, ${plural(counts.checkpoints, "checkpoint")}`
+            )
           })
         )
         const started = yield* Clock.currentTimeMillis

@@ -5,7 +5,7 @@
  * @since 0.2.0
  * @internal
  */
-import { NodeStream } from "@effect/platform-node"
+import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Context, Effect, Layer, type Stream } from "effect"
 
 /**

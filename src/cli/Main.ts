@@ -12,9 +12,12 @@
  * @since 0.2.0
  * @internal
  */
-import { CliConfig, Command, ValidationError } from "@effect/cli"
-import type { CliApp } from "@effect/cli"
-import { FileSystem, Path } from "@effect/platform"
+import type * as CliApp from "@effect/cli/CliApp"
+import * as CliConfig from "@effect/cli/CliConfig"
+import * as Command from "@effect/cli/Command"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { Cause, Config, Console, Effect, Layer, Option } from "effect"
 import { root } from "./Commands.js"
 import { Io } from "./Io.js"

@@ -91,36 +91,41 @@ export const verifyExecution = (
     )
     const bound = Option.match(record, { onNone: () => undefined, onSome: (r) => r.latestVersion })
 
-    // Read every checkpoint, stepping past the ones that do not decode.
+    // Read every checkpoint a page at a time. When a page does not decode, read on one checkpoint at a
+    // time: those that decode are kept, and the first after `after` that does not is stepped over by
+    // looking one version further (versions are contiguous when all is well).
     const entries: Array<Entry> = []
     const seenCorrupt = new Set<string>()
+    const noteCorrupt = (error: CheckpointDecodeError) => {
+      const key = `${error.id ?? ""}\u0000${error.message}`
+      if (seenCorrupt.has(key)) return
+      seenCorrupt.add(key)
+      entries.push({ _tag: "corrupt", error })
+    }
     let after = 0
     let steps = 0
+    let single = false
     while (true) {
-      const page = yield* decoded(store.list(executionId, { afterVersion: after, limit: PAGE }))
-      if (page._tag === "Right") {
+      const page = yield* decoded(store.list(executionId, { afterVersion: after, limit: single ? 1 : PAGE }))
+      if (Either.isRight(page)) {
         for (const checkpoint of page.right) entries.push({ _tag: "ok", checkpoint })
-        if (page.right.length < PAGE) break
+        if (page.right.length === 0 || (!single && page.right.length < PAGE)) break
         after = page.right[page.right.length - 1]!.version
+        single = false
         continue
       }
-      // The first checkpoint after `after` does not decode: note it once, then look one version further.
-      const error = page.left
-      const key = `${error.id ?? ""}\u0000${error.message}`
-      if (!seenCorrupt.has(key)) {
-        seenCorrupt.add(key)
-        entries.push({ _tag: "corrupt", error })
+      if (!single) {
+        single = true
+        continue
       }
+      noteCorrupt(page.left)
       after++
       steps++
       if ((bound !== undefined && after > bound) || steps > MAX_STEPS) {
-        // Past the record's newest version (or too far): what is left cannot be read.
+        // Past the record's newest version (or too far): whatever is left is read (or reported) at once.
         const tail = yield* decoded(store.list(executionId, { afterVersion: after }))
-        if (tail._tag === "Right") {
-          for (const checkpoint of tail.right) entries.push({ _tag: "ok", checkpoint })
-        } else if (!seenCorrupt.has(`${tail.left.id ?? ""}\u0000${tail.left.message}`)) {
-          entries.push({ _tag: "corrupt", error: tail.left })
-        }
+        if (Either.isRight(tail)) for (const checkpoint of tail.right) entries.push({ _tag: "ok", checkpoint })
+        else noteCorrupt(tail.left)
         break
       }
     }
