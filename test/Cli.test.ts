@@ -575,6 +575,11 @@ describe("the bin never prints a password", () => {
       const bad = yield* cmd(["ping", "--store", `postgres://app:${secret}@@[bad`])
       expect(oneLineError(bad)).toMatch(/not a valid postgres URL: postgres:\/\/app:\*\*\*@/)
       expect(bad.stdout + bad.stderr).not.toContain(secret)
+      // Nor does a URL typed where no argument goes (@effect/cli repeats it in its message).
+      const misplaced = yield* cmd(["executions", `postgres://app:${secret}@db/app`, "--store", "memory:"])
+      expect(misplaced.status).toBe(2)
+      expect(misplaced.stderr).toContain("postgres://app:***@db/app")
+      expect(misplaced.stdout + misplaced.stderr).not.toContain(secret)
     }), 120_000)
 
   it.live("a wrong password to a Redis that requires one: one line, without the password; the right one answers", () =>

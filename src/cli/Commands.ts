@@ -78,7 +78,7 @@ const helpText = {
       "Columns: the execution id, its status (pending, running, interrupted, sleeping, done, failed), the version of its newest checkpoint, when its record last changed, how many times a worker claimed it, and a note: when a sleeping execution wakes, who holds its lease, its last failure.",
       "At most --limit executions are printed; when there are more, the last line gives the --cursor of the next page.",
       "--json prints {\"executions\":[{executionId, status, latestVersion, latestCheckpointId, updatedAt, attempts, wakeAt?, failure?, lease?}], \"cursor\"?}.",
-      "Example: effect-checkpoint executions --store sqlite:./checkpoints.db --status failed --status interrupted",
+      "Example: effect-checkpoint executions --store sqlite:./checkpoints.db --status failed --status interrupted"
     ]
   },
   list: {
@@ -87,7 +87,7 @@ const helpText = {
       "Columns: version, checkpoint id, the node (or nodes, joined with +) that ran, the nodes that run next (- when the execution finished) and the time it was saved.",
       "--json prints an array of {id, version, nodeName, timestamp, next, parentId?, metadata}; the states are left out (see show).",
       "An execution the store does not hold is an error.",
-      "Example: effect-checkpoint list run-42 --store postgres://app@db:5432/app --table checkpoints",
+      "Example: effect-checkpoint list run-42 --store postgres://app@db:5432/app --table checkpoints"
     ]
   },
   show: {
@@ -95,7 +95,7 @@ const helpText = {
     details: [
       "Prints the checkpoint's fields (execution, version, node, time, next, parent, metadata, runtime), then its state as indented JSON: the state as stored, encoded with the graph's Schema.",
       "--json prints the checkpoint's whole JSON document (what export writes for it).",
-      "Example: effect-checkpoint show 01936f4e-1b2c-7d3e-8f40-123456789abc --store file:./checkpoints",
+      "Example: effect-checkpoint show 01936f4e-1b2c-7d3e-8f40-123456789abc --store file:./checkpoints"
     ]
   },
   writes: {
@@ -103,7 +103,7 @@ const helpText = {
     details: [
       "Task writes are what the tasks a checkpoint scheduled saved before the next checkpoint: each finished task's update (key update), durable step results (step:NAME), interrupt answers (interrupt:I, resume:I), sleeps (sleep:I) and pauses (task pause). A resume applies them instead of running those tasks again.",
       "Columns: task id, key, value (as JSON, cut to fit). --json prints an array of {taskId, key, value}.",
-      "Example: effect-checkpoint writes 01936f4e-1b2c-7d3e-8f40-123456789abc --store redis://localhost:6379 --prefix myapp:",
+      "Example: effect-checkpoint writes 01936f4e-1b2c-7d3e-8f40-123456789abc --store redis://localhost:6379 --prefix myapp:"
     ]
   },
   verify: {
@@ -111,8 +111,8 @@ const helpText = {
     details: [
       "For each execution (default: every execution of the store) it checks that every checkpoint decodes, that versions are contiguous from the oldest one kept, that each parentId is the checkpoint before it, that timestamps never go back, that task writes decode, and that the execution record names the newest checkpoint. A checkpoint that does not decode is reported by id, and the check goes on past it.",
       "Prints a table and the problems found, and exits with 1 when there is any (0 when all is well).",
-      "--json prints {\"ok\":\u2026, \"executions\":[{executionId, checkpoints, ok, problems:[{checkpointId?, version?, message}]}]}.",
-      "Example: effect-checkpoint verify --store sqlite:./checkpoints.db && echo all good",
+      "--json prints {\"ok\":…, \"executions\":[{executionId, checkpoints, ok, problems:[{checkpointId?, version?, message}]}]}.",
+      "Example: effect-checkpoint verify --store sqlite:./checkpoints.db && echo all good"
     ]
   },
   prune: {
@@ -120,7 +120,7 @@ const helpText = {
     details: [
       "Removes all but the newest N checkpoints (with their task writes); --keep 0 removes the whole execution. The execution can still be resumed from its newest checkpoint.",
       "--json prints {executionId, removed, keep}.",
-      "Example: effect-checkpoint prune run-42 --keep 5 --store sqlite:./checkpoints.db",
+      "Example: effect-checkpoint prune run-42 --keep 5 --store sqlite:./checkpoints.db"
     ]
   },
   clear: {
@@ -128,7 +128,7 @@ const helpText = {
     details: [
       "Removes the execution's checkpoints, task writes and record, and nothing of any other execution. An execution the store does not hold is an error.",
       "--json prints {executionId, cleared}.",
-      "Example: effect-checkpoint clear run-42 --store redis://localhost:6379",
+      "Example: effect-checkpoint clear run-42 --store redis://localhost:6379"
     ]
   },
   retry: {
@@ -136,15 +136,15 @@ const helpText = {
     details: [
       "Sets the status of a failed execution to pending (what runnable.retry does): a worker (Graph.worker) then claims it and resumes it from its newest checkpoint. An execution that is not failed is refused. The CLI does not run graphs itself: it does not know your nodes; resume a run in code with runnable.resume, or let a worker do it.",
       "--json prints the execution record.",
-      "Example: effect-checkpoint retry run-42 --store postgres://app@db:5432/app",
+      "Example: effect-checkpoint retry run-42 --store postgres://app@db:5432/app"
     ]
   },
   "export": {
     summary: "Write executions to standard output as JSON Lines.",
     details: [
       "Exports the executions given (default: every execution of the store): for each, one line per checkpoint (oldest first: its JSON document with \"type\":\"checkpoint\"), one line per task with writes (\"type\":\"writes\"), then its execution record (\"type\":\"execution\"), which ends the block. import reads it into any store, keeping ids, versions, timestamps, metadata, runtime and state exactly.",
-      "A progress bar is drawn on standard error when it is a terminal, never in a pipe.",
-      "Example: effect-checkpoint export --store sqlite:./checkpoints.db | effect-checkpoint import --store postgres://app@db:5432/app",
+      "A progress bar is drawn on standard error when it is a terminal (and standard output is not), never in a pipe.",
+      "Example: effect-checkpoint export --store sqlite:./checkpoints.db | effect-checkpoint import --store postgres://app@db:5432/app"
     ]
   },
   "import": {
@@ -153,7 +153,7 @@ const helpText = {
       "For each execution of the input: its checkpoints are saved in one all-or-nothing write, then its task writes, then its status, wake-up time and last failure (no lease: a running execution arrives pending, for a worker to take). An execution that already exists in the store stops the import with an error, unless --force replaces it. A block that ends early (a truncated file) is refused, and nothing of it is written.",
       "The record's updatedAt is the newest checkpoint's time; for an execution with task writes it is the time of the import (its status is set after its writes, so no worker resumes it without them). attempts starts again at 0.",
       "Prints a summary; --json prints {executions, checkpoints, writes}. A progress bar is drawn on standard error when it is a terminal.",
-      "Example: effect-checkpoint import --store postgres://app@db:5432/app < runs.jsonl",
+      "Example: effect-checkpoint import --store postgres://app@db:5432/app < runs.jsonl"
     ]
   },
   ping: {
@@ -161,7 +161,7 @@ const helpText = {
     details: [
       "Opens the store (which creates its table, migrations or directory if missing, as the store layers do) and reads from it once. Exits with 0 when it answers, and 1 with the reason when it does not.",
       "--json prints {ok, store, ms}.",
-      "Example: effect-checkpoint ping --store redis://:password@localhost:6379/0",
+      "Example: effect-checkpoint ping --store redis://:password@localhost:6379/0"
     ]
   },
 } as const
@@ -631,7 +631,7 @@ const exportCommand = Command.make(
         const ids = config.executionIds.length === 0
           ? (yield* allExecutions(store)).map((r) => r.executionId)
           : yield* Effect.forEach(config.executionIds, executionIdOf)
-        const bar = Output.progress(io, "exporting")
+        const bar = Output.progress(io, "exporting", { unlessStdoutIsTTY: true })
         let checkpoints = 0
         let writeCount = 0
         let done = 0
@@ -643,7 +643,7 @@ const exportCommand = Command.make(
           yield* bar.update(done, ids.length, `${ids.length === 1 ? "execution" : "executions"}, ${plural(checkpoints, "checkpoint")}`)
         }
         yield* bar.done
-        if (io.stderrIsTTY) {
+        if (io.stderrIsTTY && !io.stdoutIsTTY) {
           yield* io.err(
             `exported ${plural(done, "execution")} (${plural(checkpoints, "checkpoint")}, ${plural(writeCount, "task write")})\n`
           )

@@ -19,6 +19,7 @@ import * as ValidationError from "@effect/cli/ValidationError"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import { Cause, Config, Console, Effect, Layer, Option } from "effect"
+import { redact } from "../internal/storeError.js"
 import { root } from "./Commands.js"
 import { Io } from "./Io.js"
 import { stripAnsi } from "./Output.js"
@@ -35,15 +36,16 @@ const version = Effect.gen(function*() {
 
 /**
  * `Console` on the CLI's streams: what `@effect/cli` prints (help, usage
- * errors) goes through `Io`, without colours unless standard output is a
- * terminal and `NO_COLOR` is unset.
+ * errors) goes through `Io`, without URL passwords, and without colours
+ * unless standard output is a terminal and `NO_COLOR` is unset.
  */
 const consoleLayer = Layer.unwrapEffect(Effect.gen(function*() {
   const io = yield* Io
   const noColor = yield* Config.string("NO_COLOR").pipe(Config.option, Effect.orElseSucceed(() => Option.none()))
   const plain = !io.stdoutIsTTY || Option.isSome(noColor)
   const text = (args: ReadonlyArray<unknown>) => {
-    const joined = args.map((a) => typeof a === "string" ? a : String(a)).join(" ")
+    // A URL typed where @effect/cli did not expect it comes back in its message: without its password.
+    const joined = redact(args.map((a) => typeof a === "string" ? a : String(a)).join(" "))
     return `${plain ? stripAnsi(joined) : joined}\n`
   }
   const base = yield* Effect.console

@@ -54,8 +54,9 @@ export const stripAnsi = (text: string): string => text.replace(ANSI, "")
 
 /**
  * A progress bar on standard error, drawn only when it is a terminal (never
- * in a pipe or a file, so scripts and logs stay clean). Redraws at most every
- * 100 ms; `done` clears it.
+ * in a pipe or a file, so scripts and logs stay clean; and, with
+ * `unlessStdoutIsTTY`, not when standard output is the same terminal).
+ * Redraws at most every 100 ms; `done` clears it.
  *
  * @since 0.2.0
  * @category progress
@@ -69,8 +70,10 @@ export interface Progress {
  * @since 0.2.0
  * @category progress
  */
-export const progress = (io: Io.Service, label: string): Progress => {
-  if (!io.stderrIsTTY) return { update: () => Effect.void, done: Effect.void }
+export const progress = (io: Io.Service, label: string, options?: { readonly unlessStdoutIsTTY?: boolean }): Progress => {
+  if (!io.stderrIsTTY || (options?.unlessStdoutIsTTY === true && io.stdoutIsTTY)) {
+    return { update: () => Effect.void, done: Effect.void }
+  }
   let last = 0
   let drawn = false
   const draw = (done: number, total: number | undefined, detail: string) =>

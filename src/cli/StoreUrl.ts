@@ -72,7 +72,12 @@ export interface Placement {
   readonly prefix: Option.Option<string>
 }
 
-/** The URL forms, for messages. */
+/**
+ * The URL forms, for messages.
+ *
+ * @since 0.2.0
+ * @category parsing
+ */
 export const forms = "memory:, file:DIR, sqlite:FILE, postgres://…, redis://…"
 
 const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/
