@@ -152,7 +152,7 @@ const helpText = {
     details: [
       "For each execution of the input: its checkpoints are saved in one all-or-nothing write, then its task writes, then its status, wake-up time and last failure (no lease: a running execution arrives pending, for a worker to take). An execution that already exists in the store stops the import with an error, unless --force replaces it. A block that ends early (a truncated file) is refused, and nothing of it is written.",
       "The record's updatedAt is the newest checkpoint's time; for an execution with task writes it is the time of the import (its status is set after its writes, so no worker resumes it without them). attempts starts again at 0.",
-      "Prints a summary; --json prints {executions, checkpoints, writes}. A progress bar is drawn on standard error when it is a terminal.",
+      "Prints a summary; --json prints {executions, checkpoints, writes}. A progress bar is drawn on standard error when it is a terminal, never in a pipe.",
       "Example: effect-checkpoint import --store postgres://app@db:5432/app < runs.jsonl"
     ]
   },
@@ -163,7 +163,7 @@ const helpText = {
       "--json prints {ok, store, ms}.",
       "Example: effect-checkpoint ping --store redis://:password@localhost:6379/0"
     ]
-  },
+  }
 } as const
 
 const help = (name: keyof typeof helpText): HelpDoc.HelpDoc =>
