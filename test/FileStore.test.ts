@@ -504,6 +504,10 @@ describe("FileStore: records, task writes and 0.1.0 directories", () => {
         yield* s.saveMany(cps)
         yield* Effect.forEach(cps, (cp) => s.saveWrites(cp.id, "0", [{ key: "update", value: { v: cp.version } }]))
         const writesOf = (cp: Checkpoint.Checkpoint) => fs.existsSync(path.join(dir, "writes", cp.id))
+        // A taken key fails the whole batch: nothing of it is written.
+        const taken = yield* Effect.flip(s.saveWrites(cps[0]!.id, "0", [{ key: "new", value: 1 }, { key: "update", value: 2 }]))
+        expect(taken).toMatchObject({ _tag: "CheckpointConflict", reason: "WriteTaken", taskId: "0", key: "update", version: 1 })
+        expect(fs.readdirSync(path.join(dir, "writes", cps[0]!.id, "0"))).toEqual(["0000000001-update.json"])
         yield* s.delete(cps[3]!.id)
         expect(cps.map(writesOf)).toEqual([true, true, true, false])
         expect(yield* s.prune(e, 1)).toBe(2)
@@ -615,19 +619,19 @@ describe("FileStore: the same behaviour as Memory", () => {
   const status = FastCheck.constantFrom(...CheckpointStore.statuses)
   const maybe = <A>(arb: FastCheck.Arbitrary<A>) => FastCheck.option(arb, { nil: undefined })
   const opArb: FastCheck.Arbitrary<Op> = FastCheck.oneof(
-    { weight: 5, arbitrary: FastCheck.record({ op: FastCheck.constant("save" as const), e, v, done: FastCheck.boolean(), status: maybe(status), owner: maybe(owner), expect: maybe(FastCheck.constantFrom("current" as const, "stale" as const)), lease: maybe(owner) }) },
-    { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("saveMany" as const), e, vs: FastCheck.array(v, { maxLength: 3 }) }) },
-    { weight: 3, arbitrary: FastCheck.record({ op: FastCheck.constant("saveWrites" as const), e, v, task: FastCheck.constantFrom("0", "1", "10"), keys: FastCheck.subarray(["a", "b", "c"]), status: maybe(status), owner: maybe(owner) }) },
-    { weight: 3, arbitrary: FastCheck.record({ op: FastCheck.constant("update" as const), e, status: maybe(status), wake: maybe(FastCheck.option(FastCheck.integer({ min: -2000, max: 2000 }), { nil: null })), failure: maybe(FastCheck.option(FastCheck.constantFrom("Boom", "Oops"), { nil: null })), lease: maybe(FastCheck.option(owner, { nil: null })), owner: maybe(owner), expect: maybe(FastCheck.constantFrom("current" as const, "stale" as const)) }) },
-    { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("renew" as const), e, owner }) },
-    { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("release" as const), e, owner, status: maybe(status) }) },
-    { weight: 2, arbitrary: FastCheck.record({ op: FastCheck.constant("claim" as const), owner, limit: FastCheck.integer({ min: 1, max: 3 }) }) },
+    { weight: 8, arbitrary: FastCheck.record({ op: FastCheck.constant("save" as const), e, v, done: FastCheck.boolean(), status: maybe(status), owner: maybe(owner), expect: maybe(FastCheck.constantFrom("current" as const, "stale" as const)), lease: maybe(owner) }) },
+    { weight: 2, arbitrary: FastCheck.record({ op: FastCheck.constant("saveMany" as const), e, vs: FastCheck.array(v, { maxLength: 3 }) }) },
+    { weight: 4, arbitrary: FastCheck.record({ op: FastCheck.constant("saveWrites" as const), e, v, task: FastCheck.constantFrom("0", "1", "10"), keys: FastCheck.subarray(["a", "b", "c"]), status: maybe(status), owner: maybe(owner) }) },
+    { weight: 4, arbitrary: FastCheck.record({ op: FastCheck.constant("update" as const), e, status: maybe(status), wake: maybe(FastCheck.option(FastCheck.integer({ min: -2000, max: 2000 }), { nil: null })), failure: maybe(FastCheck.option(FastCheck.constantFrom("Boom", "Oops"), { nil: null })), lease: maybe(FastCheck.option(owner, { nil: null })), owner: maybe(owner), expect: maybe(FastCheck.constantFrom("current" as const, "stale" as const)) }) },
+    { weight: 2, arbitrary: FastCheck.record({ op: FastCheck.constant("renew" as const), e, owner }) },
+    { weight: 2, arbitrary: FastCheck.record({ op: FastCheck.constant("release" as const), e, owner, status: maybe(status) }) },
+    { weight: 3, arbitrary: FastCheck.record({ op: FastCheck.constant("claim" as const), owner, limit: FastCheck.integer({ min: 1, max: 3 }) }) },
     { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("sweep" as const), ago: FastCheck.integer({ min: 0, max: 3000 }), force: FastCheck.boolean() }) },
     { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("delete" as const), e, v }) },
     { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("clear" as const), e }) },
     { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("prune" as const), e, keep: FastCheck.integer({ min: 0, max: 2 }) }) },
     { weight: 1, arbitrary: FastCheck.record({ op: FastCheck.constant("list" as const), statuses: maybe(FastCheck.subarray([...CheckpointStore.statuses], { minLength: 1 })), limit: FastCheck.integer({ min: 1, max: 4 }) }) },
-    { weight: 2, arbitrary: FastCheck.record({ op: FastCheck.constant("tick" as const), ms: FastCheck.integer({ min: 1, max: 1500 }) }) }
+    { weight: 3, arbitrary: FastCheck.record({ op: FastCheck.constant("tick" as const), ms: FastCheck.integer({ min: 1, max: 1500 }) }) }
   )
 
   /** A comparable form of a result: errors by tag and fields, values as they are. */
@@ -638,7 +642,7 @@ describe("FileStore: the same behaviour as Memory", () => {
 
   it.effect("any sequence of writes, task writes, record updates, leases, claims and sweeps gives the results Memory gives", () =>
     Effect.gen(function*() {
-      const samples = FastCheck.sample(FastCheck.array(opArb, { minLength: 20, maxLength: 60 }), { numRuns: 8, seed: 7 })
+      const samples = FastCheck.sample(FastCheck.array(opArb, { minLength: 30, maxLength: 70 }), { numRuns: 8, seed: 7 })
       for (const ops of samples) {
         yield* Effect.scoped(Effect.gen(function*() {
           const root = yield* tempDir
@@ -964,7 +968,9 @@ describe("the root entry point without @effect/platform", () => {
     expect(fs.existsSync(path.join(dist, "file.js")), "build first: npm run build").toBe(true)
     const root = [...importGraph(path.join(dist, "index.js"))]
     expect(root.filter((s) => !(s === "effect" || s.startsWith("effect/") || s.startsWith("node:")))).toEqual([])
-    expect([...importGraph(path.join(dist, "file.js"))]).toEqual(expect.arrayContaining(["@effect/platform", "@effect/platform-node"]))
+    const file = [...importGraph(path.join(dist, "file.js"))]
+    expect(file.some((s) => s.startsWith("@effect/platform/"))).toBe(true)
+    expect(file.some((s) => s.startsWith("@effect/platform-node/"))).toBe(true)
   })
 
   it("a Memory run works in a process whose node_modules holds only effect and this package", () =>
@@ -1004,6 +1010,6 @@ console.log(JSON.stringify({ ...result, file }))
       expect(result.final).toEqual({ n: 42 })
       expect(result.checkpoints).toBe(2)
       // The control: the sandbox really hides the platform, so the File entry point cannot load there.
-      expect(result.file).toMatch(/^ERR_MODULE_NOT_FOUND .*@effect\/platform/)
+      expect(result.file).toMatch(/^ERR_MODULE_NOT_FOUND .*'@effect\/platform/)
     }))), 60_000)
 })
