@@ -804,8 +804,8 @@ describe("FileStore: locks between processes", () => {
         expect(yield* s.list(e)).toEqual([])
         fs.rmSync(path.join(dir, "locks", `${e}.lock`))
         yield* Fiber.join(first)
-        // Held by a process of another machine until it expires, 1 s from now.
-        writeLock(dir, e, JSON.stringify({ token: randomUUID(), pid: 1, host: "elsewhere|pid:[1]", expiresAt: Date.now() + 1000 }))
+        // Held by a process of another machine until it expires, 5 s from now.
+        writeLock(dir, e, JSON.stringify({ token: randomUUID(), pid: 1, host: "elsewhere|pid:[1]", expiresAt: Date.now() + 5000 }))
         const second = yield* Effect.fork(saveOne(2))
         yield* stillWaiting(second)
         yield* Fiber.join(second)
