@@ -7,7 +7,7 @@
  *
  * It runs on the Memory store. Swapping the store is one line — the layer:
  *
- *   Effect.provide(FileStore.layer({ directory: "./checkpoints" }))              // from "effect-checkpoint"
+ *   Effect.provide(FileStore.layer({ directory: "./checkpoints" }))              // from "effect-checkpoint/file"
  *   Effect.provide(SqliteStore.layer({ filename: "./checkpoints.db" }))          // from "effect-checkpoint/sqlite"
  *   Effect.provide(PostgresStore.layer({ url: "postgres://…" }))                 // from "effect-checkpoint/postgres"
  *   Effect.provide(RedisStore.layer({ url: "redis://127.0.0.1:6379" }))          // from "effect-checkpoint/redis"

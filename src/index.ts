@@ -59,10 +59,3 @@ export * as Graph from "./Graph.js"
  * @since 0.1.0
  */
 export * as MemoryStore from "./layers/Memory.js"
-
-/**
- * The file-system store layer.
- *
- * @since 0.1.0
- */
-export * as FileStore from "./layers/File.js"
