@@ -87,10 +87,13 @@ export interface CheckpointConfig extends CompileOptions {
    */
   readonly maxSaveLag: Duration.DurationInput
   /**
-   * How long a run's lease on its execution lasts (default 5 minutes); every
+   * How long a run's lease on its execution lasts (default 30 seconds); every
    * checkpoint saved renews it, and so does every superstep that starts after
    * half of it passed. A run that crashed leaves its execution to a worker
-   * once the lease expired.
+   * (or a `resume`) once the lease expired; `resume(id, { takeOver: true })`
+   * does not wait. A node that runs longer than this without saving may have
+   * its execution taken over by a worker: its next save then fails with
+   * `LeaseLost` and the run stops.
    */
   readonly leaseTtl: Duration.DurationInput
   /** A `Graph.sleep` up to this long waits in process; a longer one suspends the run (default 1 second). */
@@ -100,7 +103,7 @@ export interface CheckpointConfig extends CompileOptions {
 /**
  * The defaults (langgraphgo's `DefaultCheckpointConfig()` for the first
  * four): autoSave on, saveInterval 30 seconds, maxCheckpoints 10, durability
- * `"async"`, recursionLimit 25, maxSaveLag 50 ms, leaseTtl 5 minutes,
+ * `"async"`, recursionLimit 25, maxSaveLag 50 ms, leaseTtl 30 seconds,
  * sleepInProcess 1 second.
  *
  * @since 0.1.0
@@ -113,7 +116,7 @@ export const defaultCheckpointConfig: CheckpointConfig & { readonly recursionLim
   durability: "async",
   recursionLimit: DEFAULT_RECURSION_LIMIT,
   maxSaveLag: "50 millis",
-  leaseTtl: "5 minutes",
+  leaseTtl: "30 seconds",
   sleepInProcess: "1 second"
 }
 
@@ -167,6 +170,13 @@ export interface ResumeOptions<S> {
   readonly value?: unknown
   /** Answers by interrupt id, when several are pending (parallel tasks). */
   readonly values?: { readonly [interruptId: string]: unknown } | undefined
+  /**
+   * Resume even if another run holds a live lease on the execution (its
+   * process died and you do not want to wait for the lease to expire). The
+   * other run, if it is in fact alive, gets `LeaseLost` on its next save and
+   * stops.
+   */
+  readonly takeOver?: boolean | undefined
   /** Merged into the metadata of every checkpoint the run saves. */
   readonly metadata?: Checkpoint.JsonObject | undefined
 }
@@ -350,7 +360,7 @@ export const compileCheckpointable = <S, I, E, R>(
       remember,
       typed
     } = engine
-    const { execute, newRun, patchFor } = runner
+    const { execute, newRun } = runner
     const { resumeFromCheckpoint, resumeWith, runClaimed } = resumer
     const { active } = engine
 
@@ -399,7 +409,8 @@ export const compileCheckpointable = <S, I, E, R>(
           // A save from inside a running node: it joins the run's ordered saves.
           const cp = yield* makeCheckpoint(running.chain, executionId, nodeName, encoded, next, { ...running.metadata, ...metadata }, undefined)
           const now = yield* Clock.currentTimeMillis
-          const item: Item = { _tag: "Checkpoint", checkpoint: cp, execution: patchFor(running, cp) }
+          // The run goes on after it: the execution stays running, the run keeps its lease.
+          const item: Item = { _tag: "Checkpoint", checkpoint: cp, execution: { status: "running", lease: { owner: running.owner, ttl: running.leaseTtl } } }
           // A checkpoint write fails only as a save does (never CheckpointNotFound, which is for task writes).
           yield* running.saver.enqueue(item, now, true) as Effect.Effect<void, CheckpointStore.SaveError | ReadError>
           // The queue may have renumbered it (a rebase): what landed is the item's checkpoint now.

@@ -75,7 +75,8 @@ describe("a crash in async durability", () => {
             expect(saved.length).toBeGreaterThanOrEqual(k - 1)
             expect(saved.map((c) => c.version)).toEqual(Array.from({ length: saved.length }, (_, i) => i + 1))
             ran = []
-            const out = yield* runnable.resume(executionId)
+            // The killed run's lease would block a resume until it expires: take over (the process is gone).
+            const out = yield* runnable.resume(executionId, { takeOver: true })
             expect(out.done).toEqual(Array.from({ length: N }, (_, i) => i + 1))
             // What reran: node k (it was running) and at most node k-1 (its checkpoint may have been in flight).
             expect(ran[ran.length - 1]).toBe(N)

@@ -643,7 +643,7 @@ describe("saving", () => {
       durability: "async",
       recursionLimit: 25,
       maxSaveLag: "50 millis",
-      leaseTtl: "5 minutes",
+      leaseTtl: "30 seconds",
       sleepInProcess: "1 second"
     })
   })

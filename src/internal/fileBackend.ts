@@ -199,7 +199,8 @@ const isDue = (r: StoredRecord, now: number): boolean => {
     case "sleeping":
       return r.wakeAt === undefined || r.wakeAt <= now
     case "running":
-      return r.lease !== undefined
+      // Its lease expired (a run died), or it has none (released without a status): nobody runs it.
+      return true
     default:
       return false
   }

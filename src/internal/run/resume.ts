@@ -101,6 +101,7 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
       const forkedFrom = from.metadata.forkedFrom
       const metadata = metadataOf(resumeOptions, typeof forkedFrom === "string" ? { forkedFrom } : {})
       const update = resumeOptions?.update
+      const takeOver = resumeOptions?.takeOver === true
       const now = yield* Clock.currentTimeMillis
       const owner = newOwner(now)
       const expect = { executionId, latestVersion: from.version, latestCheckpointId: from.id }
@@ -132,7 +133,8 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
         const cp = yield* makeCheckpoint(chain, executionId, UPDATE, yield* encode(edited, UPDATE), from.next, metadata, from.runtime)
         yield* store.save(cp, {
           expect,
-          owner,
+          // Taking over: no fencing on the claim itself, so a live lease of another run does not stop it.
+          owner: takeOver ? undefined : owner,
           execution: { status: "running", lease: { owner, ttl: durations.leaseTtl } }
         })
         // What the tasks saved (steps, updates, pause markers) goes on with the edited checkpoint.
@@ -143,7 +145,7 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
         yield* store.updateExecution(
           executionId,
           { status: "running", lease: { owner, ttl: durations.leaseTtl } },
-          { owner, expect }
+          takeOver ? { expect } : { owner, expect }
         )
         boundary = yield* boundaryOf(from, state, true, { writes: written.byTask, fired: written.fired, answers })
       }

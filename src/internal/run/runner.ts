@@ -273,7 +273,8 @@ export const makeRunner = <S>(engine: Engine<S>) => {
   const renewIfDue = (run: Run<S>, now: number): Effect.Effect<void, any> | undefined => {
     if (now - run.leaseAt < Duration.toMillis(run.leaseTtl) / 2) return undefined
     run.leaseAt = now
-    return store.renew(run.executionId, { owner: run.owner, ttl: run.leaseTtl }).pipe(
+    // Renews the lease, or takes it again if nobody else holds it (fencing: another owner's live lease → LeaseLost).
+    return store.updateExecution(run.executionId, { lease: { owner: run.owner, ttl: run.leaseTtl } }, { owner: run.owner }).pipe(
       Effect.asVoid,
       // Nothing saved yet ("exit"): there is no lease to renew.
       Effect.catchTag("ExecutionNotFound", () => Effect.void)
