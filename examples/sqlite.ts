@@ -72,10 +72,10 @@ const resume = (executionId: string) =>
     const store = yield* CheckpointStore.CheckpointStore
     const runnable = yield* Graph.compileCheckpointable(graph, config)
     yield* Console.log(`Part 2 — process ${process.pid} opens the file`)
-    const pending = yield* store.listExecutions({ pendingOnly: true })
+    const { executions: pending } = yield* store.listExecutions({ pendingOnly: true })
     yield* Console.log(`  unfinished executions in the file: ${pending.length}`)
     for (const p of pending) {
-      yield* Console.log(`    ${p.executionId}: version ${p.latestVersion}, updated ${p.updatedAt.toISOString()}`)
+      yield* Console.log(`    ${p.executionId}: ${p.status}, version ${p.latestVersion}, updated ${p.updatedAt.toISOString()}`)
     }
     yield* Console.log(`  checkpoints of ${executionId}:`)
     yield* show(yield* runnable.listCheckpoints(executionId))
