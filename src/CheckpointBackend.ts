@@ -707,14 +707,14 @@ const instrument = (name: string) => {
     return op(
       operation,
       attributes,
-      Effect.clockWith((clock) => {
-        const start = clock.unsafeCurrentTimeNanos()
+      Effect.suspend(() => {
+        const start = performance.now()
         return Effect.tap(effect, () =>
-          Effect.flatMap(FiberRef.get(FiberRef.currentMinimumLogLevel), (level) => {
-            metrics.saveLatency.unsafeUpdate(Number(clock.unsafeCurrentTimeNanos() - start) / 1e6, [])
+          Effect.withFiberRuntime((fiber) => {
+            metrics.saveLatency.unsafeUpdate(performance.now() - start, [])
             metrics.saves.unsafeUpdate(encoded.length, [])
             metrics.checkpointBytes.unsafeUpdate(bytes, [])
-            return LogLevel.greaterThan(level, LogLevel.Debug)
+            return LogLevel.greaterThan(fiber.getFiberRef(FiberRef.currentMinimumLogLevel), LogLevel.Debug)
               ? Effect.void
               : Effect.annotateLogs(Effect.logDebug(`saved ${encoded.length} checkpoint(s)`), { "checkpoint.backend": name, ...attributes })
           }))
@@ -820,9 +820,12 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
           if (collision !== undefined) return Effect.fail(collision)
           const withBlobs = blobs.length === 0 ? options : { ...options, blobs }
           const inserted = one && encoded.length === 1 ? insertOne(encoded[0]!, withBlobs) : backend.insert(encoded, withBlobs)
-          return saved(one ? "save" : "saveMany", encoded, inserted).pipe(
+          const written = saved(one ? "save" : "saveMany", encoded, inserted)
+          // Without packed checkpoints nothing references a blob: BlobsMissing cannot happen.
+          if (packed === undefined) return written as Effect.Effect<void, WriteError>
+          return written.pipe(
             // What the packer remembered of a save that failed may be wrong: it forgets those executions.
-            Effect.tapError(() => Effect.sync(() => packed?.forEach((p, i) => p === undefined ? undefined : packer!.forget(cps[i]!.executionId)))),
+            Effect.tapError(() => Effect.sync(() => packed.forEach((p, i) => p === undefined ? undefined : packer!.forget(cps[i]!.executionId)))),
             Effect.catchTag("BlobsMissing", (missing) =>
               retry ? attempt(false) : Effect.fail(storeFailure("save", `blobs ${missing.hashes.join(", ")} are missing`)))
           )
