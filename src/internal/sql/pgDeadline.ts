@@ -1,0 +1,273 @@
+/**
+ * A client-side deadline for PostgreSQL operations.
+ *
+ * A connection that stops answering (a partition, a frozen host: no RST) leaves `pg` waiting forever, and
+ * interrupting a statement of `@effect/sql-pg` runs `pg_cancel_backend` on another pooled connection (up
+ * to 5 s, through the same dead network) and then hands the stalled connection back to the pool. So each
+ * operation of the store runs here:
+ *
+ * - on its own connection (`sql.reserve`), every statement of the operation on it (it is provided as the
+ *   fiber's `TransactionConnection`; use {@link transaction}, not `sql.withTransaction`, for a transaction);
+ * - each statement gets `queryTimeout`: when it passes, the `pg` client is `end()`ed, which destroys the
+ *   socket, so `pg` fails the statement at once, the operation fails with a `CheckpointStoreError` that
+ *   says so, and the pool drops the client when it is released (an ended client is never reused);
+ * - the operation runs in a child fiber that is never interrupted: an interrupt of the caller closes the
+ *   connection (the child then fails at once, without `pg_cancel_backend`) and waits for the child;
+ * - the wait for a connection is bounded too (`acquireTimeout`); a connection that arrives after the wait
+ *   was given up is closed.
+ *
+ * Every timer is a real-time one (`setTimeout` / the live clock): a network deadline must not fire
+ * because a test moved a `TestClock`, nor wait on one.
+ *
+ * @internal
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { CheckpointStoreError, InvalidOption } from "../../CheckpointError.js"
+import { storeError } from "../storeError.js"
+
+/** The default of `queryTimeout`. */
+export const DEFAULT_QUERY_TIMEOUT: Duration.Duration = Duration.seconds(10)
+
+/** How long an interrupted or timed-out operation waits for its statements to fail after its connection was closed. */
+const SETTLE = Duration.seconds(1)
+
+/** The subset of a `pg` client used here (`@effect/sql-pg` connections carry it as `pg`). */
+interface PgLike {
+  readonly end: () => Promise<void> | void
+}
+
+const pgOf = (conn: Connection): PgLike | undefined => {
+  const pg = (conn as { readonly pg?: unknown }).pg
+  return typeof pg === "object" && pg !== null && typeof (pg as { end?: unknown }).end === "function"
+    ? pg as PgLike
+    : undefined
+}
+
+/**
+ * `queryTimeout` as given by a user: a positive, finite duration (default {@link DEFAULT_QUERY_TIMEOUT}),
+ * else `InvalidOption`.
+ */
+export const queryTimeoutOption = (input: Duration.DurationInput | undefined): Effect.Effect<Duration.Duration, InvalidOption> =>
+  Effect.suspend(() => {
+    if (input === undefined) return Effect.succeed(DEFAULT_QUERY_TIMEOUT)
+    const refuse = (why: string) =>
+      Effect.fail(
+        new InvalidOption({ option: "queryTimeout", message: `queryTimeout must be a positive, finite duration (${why})` })
+      )
+    const decoded = Duration.decodeUnknown(input)
+    if (Option.isNone(decoded)) return refuse(`got ${describeInput(input)}`)
+    const d = decoded.value
+    if (!Duration.isFinite(d)) return refuse("got an infinite duration")
+    if (Duration.toMillis(d) <= 0 || Number.isNaN(Duration.toMillis(d))) return refuse(`got ${Duration.format(d)}`)
+    return Effect.succeed(d)
+  })
+
+const describeInput = (input: unknown): string => {
+  try {
+    return typeof input === "string" ? JSON.stringify(input) : String(input)
+  } catch {
+    return typeof input
+  }
+}
+
+/**
+ * What an operation runs with.
+ */
+export interface DeadlineOptions {
+  /** The store's backend name in errors (e.g. `"postgres"`). */
+  readonly backend: string
+  /** How long one statement may go without an answer. */
+  readonly queryTimeout: Duration.Duration
+  /** How long to wait for a connection from the pool (default: `queryTimeout`). */
+  readonly acquireTimeout?: Duration.Duration | undefined
+  /** Secrets to keep out of error messages. */
+  readonly secrets?: ReadonlyArray<string> | undefined
+}
+
+/** The connection of the running operation, for {@link transaction}. */
+class Reserved extends Context.Tag("effect-checkpoint/PgDeadline/Reserved")<Reserved, {
+  readonly conn: Connection
+  /** Closes the connection (idempotent); the pool drops it when it is released. */
+  readonly close: () => void
+}>() {}
+
+const liveClock = Clock.make()
+
+/** `effect` with a real-time timeout (`None` when it passed). */
+const withinReal = <A, E, R>(effect: Effect.Effect<A, E, R>, d: Duration.Duration) =>
+  Effect.withClock(Effect.timeoutOption(effect, d), liveClock)
+
+const timeoutMessage = (backend: string, operation: string, d: Duration.Duration, what: string) =>
+  new CheckpointStoreError({
+    backend,
+    operation,
+    message: `${backend} ${operation} failed: ${what} within ${Duration.format(d)} (queryTimeout); the connection was closed`
+  })
+
+/**
+ * Runs `effect` (the statements of one store operation) on a connection of its own under the deadline;
+ * see the module header. Failures of `effect` are kept, except that any failure after a deadline passed
+ * becomes the deadline's `CheckpointStoreError`.
+ */
+export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions) => {
+  const { backend, queryTimeout } = options
+  const acquireTimeout = options.acquireTimeout ?? queryTimeout
+  const secrets = options.secrets ?? []
+  const timeoutMs = Math.max(1, Math.ceil(Duration.toMillis(queryTimeout)))
+
+  /** Reserves a connection in a scope of its own (closing the scope releases it). */
+  const reserve = Effect.flatMap(Scope.make(), (scope) =>
+    Scope.extend(sql.reserve, scope).pipe(
+      Effect.map((conn) => ({ scope, conn })),
+      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+    ))
+
+  /** Closes and releases a connection that arrives after its operation gave up waiting. */
+  const discardLate = (acquiring: Fiber.Fiber<{ readonly scope: Scope.CloseableScope; readonly conn: Connection }, SqlError>) =>
+    Effect.forkDaemon(Effect.flatMap(Fiber.await(acquiring), (exit) =>
+      Exit.isSuccess(exit)
+        ? Effect.suspend(() => {
+          closePg(pgOf(exit.value.conn))
+          return Scope.close(exit.value.scope, Exit.void)
+        })
+        : Effect.void))
+
+  return (operation: string) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | CheckpointStoreError, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        // --- a connection, within acquireTimeout --------------------------------------------------
+        const acquiring = yield* Effect.forkDaemon(reserve)
+        const waited = yield* Effect.exit(restore(withinReal(Fiber.await(acquiring), acquireTimeout)))
+        if (Exit.isFailure(waited)) {
+          yield* discardLate(acquiring)
+          return yield* Effect.failCause(waited.cause)
+        }
+        if (Option.isNone(waited.value)) {
+          yield* discardLate(acquiring)
+          return yield* Effect.fail(
+            new CheckpointStoreError({
+              backend,
+              operation,
+              message: `${backend} ${operation} failed: no connection from the pool within ${
+                Duration.format(acquireTimeout)
+              }`
+            })
+          )
+        }
+        const acquired = waited.value.value
+        if (Exit.isFailure(acquired)) {
+          return yield* Effect.fail(storeError(backend, operation, Cause.squash(acquired.cause), secrets))
+        }
+        const { conn, scope } = acquired.value
+
+        // --- the statements, each within queryTimeout ---------------------------------------------
+        const pg = pgOf(conn)
+        let timedOut = false
+        let closed = false
+        const close = () => {
+          if (closed) return
+          closed = true
+          closePg(pg)
+        }
+        const guard = <X>(statement: Effect.Effect<X, SqlError>): Effect.Effect<X, SqlError> =>
+          Effect.suspend(() => {
+            if (closed) return statement
+            const timer = setTimeout(() => {
+              timedOut = true
+              close()
+            }, timeoutMs)
+            return Effect.ensuring(statement, Effect.sync(() => clearTimeout(timer)))
+          })
+        const guarded: Connection = pg === undefined ? conn : {
+          execute: (text, params, transformRows) => guard(conn.execute(text, params, transformRows)),
+          executeRaw: (text, params) => guard(conn.executeRaw(text, params)),
+          executeStream: (text, params, transformRows) => conn.executeStream(text, params, transformRows),
+          executeValues: (text, params) => guard(conn.executeValues(text, params)),
+          executeUnprepared: (text, params, transformRows) => guard(conn.executeUnprepared(text, params, transformRows))
+        }
+        const body = effect.pipe(
+          Effect.provideService(SqlClient.TransactionConnection, [guarded, 0] as const),
+          Effect.provideService(Reserved, { conn: guarded, close })
+        )
+        // Without a `pg` client to close (not @effect/sql-pg), the deadline is an interrupt of the operation.
+        // A daemon: an interrupt of this fiber goes to its children too, and an interrupted statement of
+        // @effect/sql-pg runs `pg_cancel_backend` on another connection (through the same dead network).
+        const child = yield* Effect.forkDaemon(
+          pg === undefined
+            ? restore(withinReal(body, queryTimeout)).pipe(
+              Effect.flatMap(Option.match({
+                onNone: () => {
+                  timedOut = true
+                  return Effect.fail(timeoutMessage(backend, operation, queryTimeout, "no answer"))
+                },
+                onSome: Effect.succeed
+              }))
+            )
+            : restore(body)
+        )
+        const result = yield* Effect.exit(restore(Fiber.await(child)))
+        let exit: Exit.Exit<A, E | CheckpointStoreError>
+        if (Exit.isSuccess(result)) {
+          exit = result.value
+        } else {
+          // Interrupted while waiting: close the connection, so the statement fails at once and is not cancelled.
+          close()
+          const settled = yield* withinReal(Fiber.await(child), SETTLE)
+          if (Option.isNone(settled)) yield* Fiber.interruptFork(child)
+          exit = result as Exit.Exit<never>
+        }
+        if (Exit.isFailure(exit) && timedOut && !Exit.isInterrupted(exit)) {
+          exit = Exit.fail(timeoutMessage(backend, operation, queryTimeout, "no answer from PostgreSQL"))
+        }
+        if (Exit.isFailure(exit) && (Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))) {
+          // An interrupted or dead operation may leave its connection in any state (a transaction, a
+          // statement in flight): never reuse it. (A statement's own failure does not: `pg` marks a broken
+          // connection itself, and {@link transaction} rolls back or closes.)
+          close()
+        }
+        yield* Scope.close(scope, Exit.void)
+        return yield* exit
+      })
+    )
+}
+
+const closePg = (pg: PgLike | undefined) => {
+  if (pg === undefined) return
+  try {
+    const ended = pg.end()
+    if (ended !== undefined && typeof (ended as Promise<void>).catch === "function") {
+      ;(ended as Promise<void>).catch(() => undefined)
+    }
+  } catch {
+    // already closed
+  }
+}
+
+/**
+ * `effect` in a transaction on the operation's own connection (`BEGIN` … `COMMIT`, `ROLLBACK` when it
+ * fails). Unlike `sql.withTransaction`, a failed `COMMIT` is a `SqlError` (not a defect), and a failed
+ * `ROLLBACK` closes the connection (the server then rolls back) instead of dying. Outside
+ * {@link withDeadline}, it is `sql.withTransaction`.
+ */
+export const transaction = <A, E, R>(
+  sql: SqlClient.SqlClient,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | SqlError, R> =>
+  Effect.flatMap(Effect.serviceOption(Reserved), (reserved): Effect.Effect<A, E | SqlError, R> => {
+    if (Option.isNone(reserved)) return sql.withTransaction(effect)
+    const { close, conn } = reserved.value
+    const run = (text: string) => conn.executeUnprepared(text, [], undefined)
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.zipRight(run("BEGIN"), Effect.exit(restore(effect))).pipe(
+        Effect.flatMap((exit): Effect.Effect<A, E | SqlError> =>
+          Exit.isSuccess(exit)
+            ? Effect.as(run("COMMIT"), exit.value)
+            : run("ROLLBACK").pipe(Effect.catchAll(() => Effect.sync(close)), Effect.zipRight(exit))
+        )
+      )
+    )
+  })
