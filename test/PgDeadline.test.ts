@@ -6,7 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, ManagedRuntime, Redacted, Schedule } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, ManagedRuntime, Redacted, Schedule } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { CheckpointStoreError, InvalidOption } from "../src/CheckpointError.js"
 import { DEFAULT_QUERY_TIMEOUT, queryTimeoutOption, transaction, withDeadline } from "../src/internal/sql/pgDeadline.js"
@@ -227,14 +227,45 @@ describe("transaction", () => {
       expect(yield* rows).toEqual([1, 2])
       yield* op("saveMany")(transaction(sql, insert(6)))
       expect(yield* rows).toEqual([1, 2, 6])
-      yield* query(`DELETE FROM "${SCHEMA}".t`)
-    }), BOUND)
+    }).pipe(Effect.ensuring(query(`DELETE FROM "${SCHEMA}".t`))), BOUND)
+
+  it.scopedLive("join: inside the caller's transaction, on its connection (a savepoint), under the deadline", () =>
+    Effect.gen(function*() {
+      const { proxy, sql } = yield* through({ maxConnections: 2 })
+      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.millis(500) })
+      const insert = (n: number) => sql.unsafe(`INSERT INTO "${SCHEMA}".t VALUES ($1)`, [n])
+      // Joined: same connection, rolled back with the caller's transaction.
+      const outcome = yield* sql.withTransaction(Effect.gen(function*() {
+        const mine = yield* pidOf(sql)
+        const theirs = yield* op("save", { join: true })(transaction(sql, Effect.zipRight(insert(10), pidOf(sql))))
+        expect(theirs).toBe(mine)
+        // Not joined: a connection of its own, committed on its own.
+        const own = yield* op("save")(Effect.zipRight(insert(11), pidOf(sql)))
+        expect(own).not.toBe(mine)
+        return yield* Effect.fail("abort" as const)
+      })).pipe(Effect.flip)
+      expect(outcome).toBe("abort")
+      expect(yield* rows).toEqual([11])
+      // A stall inside the caller's transaction fails the joined operation typed, in bounded time; the
+      // caller's transaction then fails as @effect/sql fails one whose connection broke (its ROLLBACK dies).
+      let opError: unknown
+      const stalled = yield* sql.withTransaction(Effect.gen(function*() {
+        yield* pidOf(sql)
+        yield* stalls(proxy)
+        opError = yield* Effect.flip(op("save", { join: true })(insert(12)))
+        return yield* Effect.fail(opError)
+      })).pipe(Effect.sandbox, Effect.flip)
+      expect(opError).toBeInstanceOf(CheckpointStoreError)
+      expect((opError as CheckpointStoreError).message).toContain("(queryTimeout); the connection was closed")
+      expect(Cause.isEmpty(stalled)).toBe(false)
+      proxy.resume()
+      expect(yield* rows).toEqual([11])
+    }).pipe(Effect.ensuring(query(`DELETE FROM "${SCHEMA}".t`))), BOUND)
 
   it.scopedLive("outside withDeadline it is sql.withTransaction", () =>
     Effect.gen(function*() {
       const { sql } = yield* through()
       yield* transaction(sql, sql.unsafe(`INSERT INTO "${SCHEMA}".t VALUES (7)`))
       expect(yield* rows).toEqual([7])
-      yield* query(`DELETE FROM "${SCHEMA}".t`)
-    }), BOUND)
+    }).pipe(Effect.ensuring(query(`DELETE FROM "${SCHEMA}".t`))), BOUND)
 })

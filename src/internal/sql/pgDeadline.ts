@@ -14,7 +14,10 @@
  * - the operation runs in a child fiber that is never interrupted: an interrupt of the caller closes the
  *   connection (the child then fails at once, without `pg_cancel_backend`) and waits for the child;
  * - the wait for a connection is bounded too (`acquireTimeout`); a connection that arrives after the wait
- *   was given up is closed.
+ *   was given up is closed;
+ * - `join`: inside a transaction of the caller's on this client, the operation runs on that transaction's
+ *   connection instead (same deadline; closing it on a stall ends the caller's transaction, which then
+ *   fails as `@effect/sql` fails a transaction whose connection broke).
  *
  * Every timer is a real-time one (`setTimeout` / the live clock): a network deadline must not fire
  * because a test moved a `TestClock`, nor wait on one.
@@ -53,16 +56,16 @@ const pgOf = (conn: Connection): PgLike | undefined => {
 export const queryTimeoutOption = (input: Duration.DurationInput | undefined): Effect.Effect<Duration.Duration, InvalidOption> =>
   Effect.suspend(() => {
     if (input === undefined) return Effect.succeed(DEFAULT_QUERY_TIMEOUT)
-    const refuse = (why: string) =>
-      Effect.fail(
-        new InvalidOption({ option: "queryTimeout", message: `queryTimeout must be a positive, finite duration (${why})` })
-      )
     const decoded = Duration.decodeUnknown(input)
-    if (Option.isNone(decoded)) return refuse(`got ${describeInput(input)}`)
-    const d = decoded.value
-    if (!Duration.isFinite(d)) return refuse("got an infinite duration")
-    if (Duration.toMillis(d) <= 0 || Number.isNaN(Duration.toMillis(d))) return refuse(`got ${Duration.format(d)}`)
-    return Effect.succeed(d)
+    const ms = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : Number.NaN
+    return Option.isSome(decoded) && Number.isFinite(ms) && ms > 0
+      ? Effect.succeed(decoded.value)
+      : Effect.fail(
+        new InvalidOption({
+          option: "queryTimeout",
+          message: `queryTimeout must be a positive, finite duration, got ${describeInput(input)}`
+        })
+      )
   })
 
 const describeInput = (input: unknown): string => {
@@ -90,6 +93,8 @@ export interface DeadlineOptions {
 /** The connection of the running operation, for {@link transaction}. */
 class Reserved extends Context.Tag("effect-checkpoint/PgDeadline/Reserved")<Reserved, {
   readonly conn: Connection
+  /** The connection is a transaction of the caller's (joined), not the operation's own. */
+  readonly joined: boolean
   /** Closes the connection (idempotent); the pool drops it when it is released. */
   readonly close: () => void
 }>() {}
@@ -99,13 +104,6 @@ const liveClock = Clock.make()
 /** `effect` with a real-time timeout (`None` when it passed). */
 const withinReal = <A, E, R>(effect: Effect.Effect<A, E, R>, d: Duration.Duration) =>
   Effect.withClock(Effect.timeoutOption(effect, d), liveClock)
-
-const timeoutMessage = (backend: string, operation: string, d: Duration.Duration, what: string) =>
-  new CheckpointStoreError({
-    backend,
-    operation,
-    message: `${backend} ${operation} failed: ${what} within ${Duration.format(d)} (queryTimeout); the connection was closed`
-  })
 
 /**
  * Runs `effect` (the statements of one store operation) on a connection of its own under the deadline;
@@ -135,10 +133,108 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
         })
         : Effect.void))
 
-  return (operation: string) =>
+  /**
+   * Runs `effect` on `conn` (at transaction depth `depth`) with a deadline on each statement; closes the
+   * connection when a deadline passes or the caller interrupts.
+   */
+  const runOn = <A, E, R>(
+    restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>,
+    operation: string,
+    conn: Connection,
+    depth: number,
+    joined: boolean,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<Exit.Exit<A, E | CheckpointStoreError>, never, R> =>
+    Effect.gen(function*() {
+      const pg = pgOf(conn)
+      let timedOut = false
+      let closed = false
+      const close = () => {
+        if (closed) return
+        closed = true
+        closePg(pg)
+      }
+      const guard = <X>(statement: Effect.Effect<X, SqlError>): Effect.Effect<X, SqlError> =>
+        Effect.suspend(() => {
+          if (closed) return statement
+          const timer = setTimeout(() => {
+            timedOut = true
+            close()
+          }, timeoutMs)
+          return Effect.ensuring(statement, Effect.sync(() => clearTimeout(timer)))
+        })
+      const guarded: Connection = pg === undefined ? conn : {
+        execute: (text, params, transformRows) => guard(conn.execute(text, params, transformRows)),
+        executeRaw: (text, params) => guard(conn.executeRaw(text, params)),
+        executeStream: (text, params, transformRows) => conn.executeStream(text, params, transformRows),
+        executeValues: (text, params) => guard(conn.executeValues(text, params)),
+        executeUnprepared: (text, params, transformRows) => guard(conn.executeUnprepared(text, params, transformRows))
+      }
+      const body = effect.pipe(
+        Effect.provideService(SqlClient.TransactionConnection, [guarded, depth] as const),
+        Effect.provideService(Reserved, { conn: guarded, close, joined })
+      )
+      // Without a `pg` client to close (not @effect/sql-pg), the deadline is an interrupt of the operation.
+      // A daemon: an interrupt of this fiber goes to its children too, and an interrupted statement of
+      // @effect/sql-pg runs `pg_cancel_backend` on another connection (through the same dead network).
+      const child = yield* Effect.forkDaemon(
+        pg === undefined
+          ? restore(withinReal(body, queryTimeout)).pipe(
+            Effect.flatMap(Option.match({
+              onNone: () => {
+                timedOut = true
+                return Effect.fail(deadlineError(operation, "the operation was interrupted"))
+              },
+              onSome: Effect.succeed
+            }))
+          )
+          : restore(body)
+      )
+      const result = yield* Effect.exit(restore(Fiber.await(child)))
+      let exit: Exit.Exit<A, E | CheckpointStoreError>
+      if (Exit.isSuccess(result)) {
+        exit = result.value
+      } else {
+        // Interrupted while waiting: close the connection, so the statement fails at once and is not cancelled.
+        close()
+        const settled = yield* withinReal(Fiber.await(child), SETTLE)
+        if (Option.isNone(settled)) yield* Fiber.interruptFork(child)
+        exit = result as Exit.Exit<never>
+      }
+      if (Exit.isFailure(exit) && timedOut && !Exit.isInterrupted(exit) && pg !== undefined) {
+        exit = Exit.fail(deadlineError(operation, "the connection was closed"))
+      }
+      if (Exit.isFailure(exit) && (Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))) {
+        // An interrupted or dead operation may leave its connection in any state (a transaction, a
+        // statement in flight): never reuse it. (A statement's own failure does not: `pg` marks a broken
+        // connection itself, and {@link transaction} rolls back or closes.)
+        close()
+      }
+      return exit
+    })
+
+  const deadlineError = (operation: string, outcome: string) =>
+    new CheckpointStoreError({
+      backend,
+      operation,
+      message: `${backend} ${operation} failed: no answer from PostgreSQL within ${
+        Duration.format(queryTimeout)
+      } (queryTimeout); ${outcome}`
+    })
+
+  return (operation: string, options?: { readonly join?: boolean | undefined }) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | CheckpointStoreError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
+        // --- joining a transaction of the caller's: its connection, which is not ours to release ------
+        if (options?.join === true) {
+          const tx = yield* Effect.serviceOption(SqlClient.TransactionConnection)
+          if (Option.isSome(tx)) {
+            const [conn, depth] = tx.value
+            return yield* yield* runOn(restore, operation, conn, depth, true, effect)
+          }
+        }
+
         // --- a connection, within acquireTimeout --------------------------------------------------
         const acquiring = yield* Effect.forkDaemon(reserve)
         const waited = yield* Effect.exit(restore(withinReal(Fiber.await(acquiring), acquireTimeout)))
@@ -163,72 +259,8 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
           return yield* Effect.fail(storeError(backend, operation, Cause.squash(acquired.cause), secrets))
         }
         const { conn, scope } = acquired.value
-
-        // --- the statements, each within queryTimeout ---------------------------------------------
-        const pg = pgOf(conn)
-        let timedOut = false
-        let closed = false
-        const close = () => {
-          if (closed) return
-          closed = true
-          closePg(pg)
-        }
-        const guard = <X>(statement: Effect.Effect<X, SqlError>): Effect.Effect<X, SqlError> =>
-          Effect.suspend(() => {
-            if (closed) return statement
-            const timer = setTimeout(() => {
-              timedOut = true
-              close()
-            }, timeoutMs)
-            return Effect.ensuring(statement, Effect.sync(() => clearTimeout(timer)))
-          })
-        const guarded: Connection = pg === undefined ? conn : {
-          execute: (text, params, transformRows) => guard(conn.execute(text, params, transformRows)),
-          executeRaw: (text, params) => guard(conn.executeRaw(text, params)),
-          executeStream: (text, params, transformRows) => conn.executeStream(text, params, transformRows),
-          executeValues: (text, params) => guard(conn.executeValues(text, params)),
-          executeUnprepared: (text, params, transformRows) => guard(conn.executeUnprepared(text, params, transformRows))
-        }
-        const body = effect.pipe(
-          Effect.provideService(SqlClient.TransactionConnection, [guarded, 0] as const),
-          Effect.provideService(Reserved, { conn: guarded, close })
-        )
-        // Without a `pg` client to close (not @effect/sql-pg), the deadline is an interrupt of the operation.
-        // A daemon: an interrupt of this fiber goes to its children too, and an interrupted statement of
-        // @effect/sql-pg runs `pg_cancel_backend` on another connection (through the same dead network).
-        const child = yield* Effect.forkDaemon(
-          pg === undefined
-            ? restore(withinReal(body, queryTimeout)).pipe(
-              Effect.flatMap(Option.match({
-                onNone: () => {
-                  timedOut = true
-                  return Effect.fail(timeoutMessage(backend, operation, queryTimeout, "no answer"))
-                },
-                onSome: Effect.succeed
-              }))
-            )
-            : restore(body)
-        )
-        const result = yield* Effect.exit(restore(Fiber.await(child)))
-        let exit: Exit.Exit<A, E | CheckpointStoreError>
-        if (Exit.isSuccess(result)) {
-          exit = result.value
-        } else {
-          // Interrupted while waiting: close the connection, so the statement fails at once and is not cancelled.
-          close()
-          const settled = yield* withinReal(Fiber.await(child), SETTLE)
-          if (Option.isNone(settled)) yield* Fiber.interruptFork(child)
-          exit = result as Exit.Exit<never>
-        }
-        if (Exit.isFailure(exit) && timedOut && !Exit.isInterrupted(exit)) {
-          exit = Exit.fail(timeoutMessage(backend, operation, queryTimeout, "no answer from PostgreSQL"))
-        }
-        if (Exit.isFailure(exit) && (Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))) {
-          // An interrupted or dead operation may leave its connection in any state (a transaction, a
-          // statement in flight): never reuse it. (A statement's own failure does not: `pg` marks a broken
-          // connection itself, and {@link transaction} rolls back or closes.)
-          close()
-        }
+        // --- the statements, each within queryTimeout; then the connection goes back (or is dropped) --
+        const exit = yield* runOn(restore, operation, conn, 0, false, effect)
         yield* Scope.close(scope, Exit.void)
         return yield* exit
       })
@@ -258,7 +290,8 @@ export const transaction = <A, E, R>(
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | SqlError, R> =>
   Effect.flatMap(Effect.serviceOption(Reserved), (reserved): Effect.Effect<A, E | SqlError, R> => {
-    if (Option.isNone(reserved)) return sql.withTransaction(effect)
+    // Outside an operation, or in a transaction of the caller's (a savepoint): @effect/sql's own.
+    if (Option.isNone(reserved) || reserved.value.joined) return sql.withTransaction(effect)
     const { close, conn } = reserved.value
     const run = (text: string) => conn.executeUnprepared(text, [], undefined)
     return Effect.uninterruptibleMask((restore) =>
