@@ -7,7 +7,7 @@
  * of large documents included, except in the fault tests that cut a save
  * between its staging `SET` and its script, where they must expire.
  */
-import { afterAll } from "@effect/vitest"
+import { afterAll, expect } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { Redis } from "ioredis"
 import { randomUUID } from "node:crypto"
