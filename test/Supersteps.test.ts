@@ -167,29 +167,32 @@ describe.each(engineStores)("supersteps on the %s store", (_name, storeLayer) =>
       const [a2, b2] = yield* fresh
       const plain = yield* Graph.compile(handshake(a2, b2))
       expect((yield* plain.invoke(input).pipe(Effect.timeout("20 seconds"))).log).toEqual(["a", "b"])
-      // One at a time, "a" waits for a "b" that cannot start: a deadlock, so any timeout proves it.
+      // One at a time, "a" waits for a "b" that cannot start: a deadlock. Once "a" is waiting, a broken
+      // bound would let "b" start at once; it never does, and the run never finishes.
       const [a3, b3] = yield* fresh
       const serial = yield* Graph.compileCheckpointable(handshake(a3, b3), { ...noSaves, maxConcurrency: 1 })
-      const stuck = yield* Effect.exit(
-        serial.invoke(input, { executionId: yield* freshExecution("serial") }).pipe(Effect.timeout("300 millis"))
-      )
-      expect(failureOf(stuck)).toMatchObject({ _tag: "TimeoutException" })
-      expect(yield* Deferred.isDone(a3)).toBe(true)
+      const stuck = yield* Effect.fork(serial.invoke(input, { executionId: yield* freshExecution("serial") }))
+      yield* Deferred.await(a3).pipe(Effect.timeout("20 seconds"))
+      yield* Effect.sleep("100 millis")
       expect(yield* Deferred.isDone(b3)).toBe(false)
+      expect(Option.isNone(yield* Fiber.poll(stuck))).toBe(true)
+      yield* Fiber.interrupt(stuck)
     }))
 
   test("never more than maxConcurrency tasks run at once (and all of them without a bound)", () =>
     Effect.gen(function*() {
       let running = 0
       let peak = 0
+      let gate = yield* Deferred.make<void>()
       const items = ["0", "1", "2", "3", "4", "5", "6"]
+      // Every task holds the gate until the test opens it: the tasks running meanwhile are all that may run.
       const graph = Graph.make(State, { reducers }).pipe(
         Graph.addNode("plan", (_: State) => Effect.succeed({})),
         Graph.addNode("work", (s: State) =>
           Effect.gen(function*() {
             running++
             peak = Math.max(peak, running)
-            yield* Effect.sleep("20 millis")
+            yield* Deferred.await(gate)
             running--
             return { log: [s.item] }
           })),
@@ -200,8 +203,17 @@ describe.each(engineStores)("supersteps on the %s store", (_name, storeLayer) =>
       for (const [limit, expected] of [[3, 3], [1, 1], [undefined, items.length]] as const) {
         running = 0
         peak = 0
+        gate = yield* Deferred.make<void>()
         const runnable = yield* Graph.compileCheckpointable(graph, { ...noSaves, maxConcurrency: limit })
-        const out = yield* runnable.invoke(input, { executionId: yield* freshExecution("bounded") })
+        const fiber = yield* Effect.fork(runnable.invoke(input, { executionId: yield* freshExecution("bounded") }))
+        yield* Effect.gen(function*() {
+          while (running < expected) yield* Effect.sleep("5 millis")
+        }).pipe(Effect.timeout("20 seconds"))
+        // A broken bound would start more tasks at once; give it the chance.
+        yield* Effect.sleep("50 millis")
+        expect(running, `maxConcurrency ${limit}`).toBe(expected)
+        yield* Deferred.succeed(gate, undefined)
+        const out = yield* Fiber.join(fiber)
         expect(out.log, `maxConcurrency ${limit}`).toEqual(items)
         expect(peak, `maxConcurrency ${limit}`).toBe(expected)
       }
