@@ -2,7 +2,7 @@
 // and the raw drivers, in ONE process and the same rounds, reported as ratios.
 //
 //   node --expose-gc bench/bench.mjs [--quick] [--rounds 5] [--warmup-rounds 1] [--n 300]
-//        [--loop-steps 1000] [--sections throughput,save,read,size] [--out file.json] [--keep]
+//        [--loop-steps 1000] [--sections throughput,save,read,size,fanout] [--out file.json] [--keep]
 //
 // Method (the peer benchmark's, ../shared/peer-bench): every section runs once per round; one
 // unrecorded warm-up round, then R recorded rounds; invocations/operations of the things compared
@@ -30,7 +30,7 @@ const ROUNDS = Number(arg("rounds", QUICK ? 1 : 5));
 const WARMUP_ROUNDS = Number(arg("warmup-rounds", QUICK ? 0 : 1));
 const N = Number(arg("n", QUICK ? 40 : 300));
 const LOOP_STEPS = Number(arg("loop-steps", QUICK ? 200 : 1000));
-const ALL_SECTIONS = ["throughput", "save", "read", "size"];
+const ALL_SECTIONS = ["throughput", "save", "read", "size", "fanout"];
 const SECTIONS = String(arg("sections", ALL_SECTIONS.join(","))).split(",").filter(Boolean);
 for (const s of SECTIONS) if (!ALL_SECTIONS.includes(s)) throw new Error(`unknown section ${s} (sections: ${ALL_SECTIONS.join(", ")})`);
 const KEEP_RESULTS_DIR = path.join(L.BENCH_DIR, "results");
@@ -66,6 +66,23 @@ const SIZES = [
   { label: "1MB", bytes: 1024 * 1024, n: QUICK ? 5 : 30 },
 ];
 const SIZE_BACKENDS = ["none", "memory", "sqlite", "postgres"];
+// fanout: plan → 8 tasks → join, as parallel edges and as sends, both libraries
+const FANOUT_BACKENDS = ["none", "memory", "sqlite", "postgres"];
+const FANOUT_SHAPES = ["edges", "sends"];
+const FANOUT_ROWS = FANOUT_SHAPES.flatMap((shape) => FANOUT_BACKENDS.map((backend) => ({ key: `${shape}:${backend}`, shape, backend })));
+
+// Stores that could not be opened (a server down, a store whose module does not load): skipped, listed.
+const skipped = [];
+async function openOrSkip(side, name, open) {
+  try {
+    return await open();
+  } catch (e) {
+    const error = String(e?.message ?? e).split("\n")[0].slice(0, 300);
+    if (!skipped.some((x) => x.side === side && x.store === name)) skipped.push({ side, store: name, error });
+    log(`skipped ${side} store ${name}: ${error}`);
+    return undefined;
+  }
+}
 
 let uniq = 0;
 const tid = (p) => `${p}-${process.pid}-${++uniq}`;
@@ -158,6 +175,7 @@ async function sectionThroughput(round, lg, ec) {
   const runs = [];
   // LangGraph (the peer's runs, unchanged)
   for (const v of [...LG_BACKENDS.map((backend) => ({ backend })), ...DURABILITY_VARIANTS]) {
+    if (!lg[v.backend]) continue; // skipped
     const graph = L.lgThroughputGraph(lg[v.backend].saver);
     const extra = v.durability ? { durability: v.durability } : {};
     runs.push({
@@ -178,6 +196,7 @@ async function sectionThroughput(round, lg, ec) {
   for (const row of TP_ROWS) {
     if (row.backend === "none") continue;
     const b = ec[row.backend];
+    if (!b) continue; // skipped
     const runnable = await b.compile(L.ecThroughputGraph, row.durability ? { durability: row.durability } : {});
     let lastId;
     runs.push({
@@ -292,6 +311,7 @@ async function sectionSave(round, payloads, ecSave) {
         const warm = Math.min(50, Math.ceil(ops / 10));
         const t = tid(`raw${round}${p.label}`);
         const b = ecSave[backend];
+        if (!b) continue; // skipped (and its raw floor with it)
         await b.reset();
         // our checkpoints: versions 1.. of one execution, built before timing (the engine builds them
         // while nodes run); warm-up ones first
@@ -379,8 +399,9 @@ async function sectionRead(round, lg, ec) {
   const res = {};
   const reps = { latest: QUICK ? 10 : 50, listAll: QUICK ? 2 : 5, list10: QUICK ? 10 : 50 };
   for (const name of L.rotate(READ_BACKENDS, round)) {
-    const hasLg = LG_READ_BACKENDS.includes(name);
+    const hasLg = LG_READ_BACKENDS.includes(name) && lg[name] !== undefined;
     const e = ec[name];
+    if (!e) continue; // skipped
     await e.reset();
     const out = { ec: {}, lg: {} };
     // build: one execution of LOOP_STEPS steps, every checkpoint kept (maxCheckpoints: 0)
@@ -441,9 +462,10 @@ async function sectionSize(round, lg, ec) {
   const res = {};
   for (const size of SIZES) {
     const blob = L.makeBlob(size.bytes, 7 + round);
-    for (const name of SIZE_BACKENDS) { await lg[name].reset(); await ec[name].reset(); }
+    const names = SIZE_BACKENDS.filter((name) => lg[name] && ec[name]); // skipped stores are left out
+    for (const name of names) { await lg[name].reset(); await ec[name].reset(); }
     const runs = [];
-    for (const name of SIZE_BACKENDS) {
+    for (const name of names) {
       const graph = L.lgSizeGraph(lg[name].saver);
       runs.push({
         key: `lg:${name}`, warm: Math.min(WARMUP, size.n),
@@ -461,9 +483,68 @@ async function sectionSize(round, lg, ec) {
     }
     const r = await interleaved(runs, size.n, round);
     for (const [k, v] of Object.entries(r)) res[`${size.label}:${k}`] = v;
-    for (const name of SIZE_BACKENDS) {
+    for (const name of names) {
       log(`  size ${size.label} ${name}: ours median ${r[`ec:${name}`].median.toFixed(3)} ms, LangGraph ${r[`lg:${name}`].median.toFixed(3)} ms`);
     }
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------- section 5: fan-out
+// plan → 8 tasks → join → END (3 supersteps), as 8 parallel edges + a fan-in, and as 8 sends to one
+// node (map-reduce); both libraries, interleaved as in `throughput`, new thread / execution per
+// invocation. Ours saves 4 checkpoints and the 8 task writes of the parallel superstep; the first
+// warm-up invocation of every run checks the final state, and for ours what landed.
+async function sectionFanout(round, lg, ec) {
+  const runs = [];
+  for (const row of FANOUT_ROWS) {
+    const g = lg[row.backend];
+    if (g) {
+      if (row.shape === FANOUT_SHAPES[0]) await g.reset();
+      const graph = L.lgFanoutGraph(row.shape, g.saver);
+      runs.push({
+        key: `lg:${row.key}`,
+        warm: WARMUP,
+        arg: (i) => ({ configurable: { thread_id: tid(i < 0 ? "warm" : `fo${round}`) } }),
+        call: (cfg) => graph.invoke(L.fanoutInput(), cfg),
+        check: (out) => L.checkFanout(out, `LangGraph ${row.key}`),
+      });
+    }
+    const b = ec[row.backend];
+    if (!b) continue; // skipped
+    if (row.shape === FANOUT_SHAPES[0]) await b.reset();
+    const graph = L.ecFanoutGraph(row.shape);
+    if (row.backend === "none") {
+      const floor = await Effect.runPromise(Graph.compile(graph));
+      runs.push({
+        key: `ec:${row.key}`, warm: WARMUP, arg: () => undefined,
+        call: () => Effect.runPromise(floor.invoke(L.fanoutInput())),
+        check: (out) => L.checkFanout(out, `ours ${row.key}`),
+      });
+      continue;
+    }
+    const runnable = await b.compile(graph, {});
+    let lastId;
+    runs.push({
+      key: `ec:${row.key}`,
+      warm: WARMUP,
+      arg: (i) => (lastId = tid(i < 0 ? "warm" : `fo${round}`)),
+      call: (executionId) => Effect.runPromise(runnable.invoke(L.fanoutInput(), { executionId })),
+      check: async (out) => {
+        L.checkFanout(out, `ours ${row.key}`);
+        const cps = await Effect.runPromise(b.store.list(lastId));
+        if (cps.length !== 4) throw new Error(`fanout ${row.key}: ${cps.length} checkpoints after one invocation, expected 4`);
+        const writes = await Effect.runPromise(b.store.listWrites(cps[1].id));
+        if (writes.length !== L.FANOUT) throw new Error(`fanout ${row.key}: ${writes.length} task writes, expected ${L.FANOUT}`);
+      },
+    });
+  }
+  const res = await interleaved(runs.filter((r) => SIDES.includes(r.key.split(":")[0])), N, round);
+  for (const row of FANOUT_ROWS) {
+    const o = res[`ec:${row.key}`], g = res[`lg:${row.key}`];
+    log(`  fanout ${row.key}: ` + (o ? `ours ${o.inv_per_s.toFixed(0)} inv/s (median ${o.median.toFixed(3)} ms)` : "ours skipped") +
+      (g ? `, LangGraph ${g.inv_per_s.toFixed(0)} inv/s (median ${g.median.toFixed(3)} ms)` : "") +
+      (o && g ? ` → ×${(o.inv_per_s / g.inv_per_s).toFixed(1)}` : ""));
   }
   return res;
 }
@@ -506,6 +587,15 @@ function roundRatios(r) {
       out[`read_lg_over_ours:${name}:build`] = v.lg.build_ms_per_step / v.ec.build_ms_per_step;
     }
   }
+  if (r.fanout) {
+    for (const row of FANOUT_ROWS) {
+      const o = r.fanout[`ec:${row.key}`], g = r.fanout[`lg:${row.key}`];
+      if (o && g) {
+        out[`fanout_ours_over_lg_invps:${row.key}`] = o.inv_per_s / g.inv_per_s;
+        out[`fanout_lg_median_over_ours_median:${row.key}`] = g.median / o.median;
+      }
+    }
+  }
   if (r.size) {
     for (const s of SIZES) {
       for (const name of SIZE_BACKENDS) {
@@ -530,6 +620,10 @@ function summary(rounds, meta) {
   o.push(`# effect-checkpoint vs LangGraph.js vs raw drivers — summary`);
   o.push("");
   o.push(`rounds=${rounds.length} (+${meta.warmup_rounds} unrecorded warm-up), N=${N}, loop steps=${LOOP_STEPS}; cells are median over rounds [min–max over rounds]; ratios are taken inside each round, then summarised the same way.`);
+  if (meta.skipped?.length) {
+    o.push("\n**Skipped stores** (could not be opened; their rows show –):\n");
+    for (const x of meta.skipped) o.push(`- ${x.side} ${x.store}: ${x.error}`);
+  }
   o.push("\n```\n" + JSON.stringify(meta.versions) + (meta.git ? `\ngit ${meta.git.commit}${meta.git.src_dirty ? " (src/ had uncommitted changes)" : ""}` : "") + "\n```");
   if (rounds[0].throughput) {
     o.push("\n## 1. Throughput (3-node linear graph, new execution per invocation; target: ours ≥ 10× LangGraph inv/s)\n");
@@ -613,6 +707,21 @@ function summary(rounds, meta) {
     }
     o.push(`\n(N per size: ${SIZES.map((s) => `${s.label}=${s.n}`).join(", ")})`);
   }
+  if (rounds[0].fanout) {
+    o.push(`\n## 5. Fan-out (plan → ${L.FANOUT} tasks → join, new execution per invocation; target: ours ≥ 10× LangGraph inv/s)\n`);
+    o.push("| shape | backend | LangGraph inv/s | ours inv/s | **ours / LangGraph inv/s** | LangGraph median ms | ours median ms | LangGraph / ours median | LangGraph p99 ms | ours p99 ms |");
+    o.push("|---|---|---|---|---|---|---|---|---|---|");
+    for (const row of FANOUT_ROWS) {
+      const lgKey = `lg:${row.key}`, ecKey = `ec:${row.key}`;
+      const ratio = collect(rounds, (r) => r.ratios[`fanout_ours_over_lg_invps:${row.key}`]);
+      o.push(`| ${row.shape === "edges" ? `${L.FANOUT} parallel edges + fan-in` : `${L.FANOUT} sends`} | ${L.backendLabel(row.backend)} | ` +
+        `${cell(collect(rounds, (r) => r.fanout[lgKey].inv_per_s), 0)} | ${cell(collect(rounds, (r) => r.fanout[ecKey].inv_per_s), 0)} | ` +
+        `**${cell(ratio, 1)}**${verdict(ratio, (x) => x >= 10)} | ` +
+        `${cell(collect(rounds, (r) => r.fanout[lgKey].median), 3)} | ${cell(collect(rounds, (r) => r.fanout[ecKey].median), 3)} | ` +
+        `${cell(collect(rounds, (r) => r.ratios[`fanout_lg_median_over_ours_median:${row.key}`]), 1)} | ` +
+        `${cell(collect(rounds, (r) => r.fanout[lgKey].p99), 3)} | ${cell(collect(rounds, (r) => r.fanout[ecKey].p99), 3)} |`);
+    }
+  }
   return o.join("\n");
 }
 
@@ -657,15 +766,24 @@ async function main() {
   L.writeLedger({ started: meta.started });
   const rounds = [];
   try {
-    const needTp = SECTIONS.some((s) => ["throughput", "read", "size"].includes(s));
+    const needTp = SECTIONS.some((s) => ["throughput", "read", "size", "fanout"].includes(s));
     if (needTp) {
-      for (const name of LG_BACKENDS) opened.lg[name] = await L.openLg(name);
-      for (const name of EC_BACKENDS) opened.ec[name] = await L.openEc(name, "tp");
-      meta.sqlite_saver_pragmas = opened.lg.sqlite.info;
+      for (const name of LG_BACKENDS) {
+        const b = await openOrSkip("LangGraph", name, () => L.openLg(name));
+        if (b) opened.lg[name] = b;
+      }
+      for (const name of EC_BACKENDS) {
+        const b = await openOrSkip("ours", name, () => L.openEc(name, "tp"));
+        if (b) opened.ec[name] = b;
+      }
+      meta.sqlite_saver_pragmas = opened.lg.sqlite?.info;
     }
     let payloads = [];
     if (SECTIONS.includes("save")) {
-      for (const name of SAVE_BACKENDS) opened.ecSave[name] = await L.openEc(name, "save");
+      for (const name of SAVE_BACKENDS) {
+        const b = await openOrSkip("ours", name, () => L.openEc(name, "save"));
+        if (b) opened.ecSave[name] = b;
+      }
       payloads = await savePayloads();
       meta.save_payload_bytes = Object.fromEntries(payloads.map((p) => [p.label, p.bytes]));
       log("save payloads (bytes of our stored document):", JSON.stringify(meta.save_payload_bytes));
@@ -676,6 +794,7 @@ async function main() {
       if (SECTIONS.includes("save")) r.save = await sectionSave(round, payloads, opened.ecSave);
       if (SECTIONS.includes("read")) r.read = await sectionRead(round, opened.lg, opened.ec);
       if (SECTIONS.includes("size")) r.size = await sectionSize(round, opened.lg, opened.ec);
+      if (SECTIONS.includes("fanout")) r.fanout = await sectionFanout(round, opened.lg, opened.ec);
       return r;
     };
     for (let w = 0; w < WARMUP_ROUNDS; w++) {
@@ -692,6 +811,7 @@ async function main() {
     await cleanup();
   }
   meta.finished = new Date().toISOString();
+  meta.skipped = skipped;
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
   fs.writeFileSync(OUT, JSON.stringify({ meta, rounds }, null, 1) + "\n");
   const md = summary(rounds, meta);

@@ -7,17 +7,16 @@ import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { StateGraph, Annotation, START, END } from "@langchain/langgraph";
+import { StateGraph, Annotation, Send, START, END } from "@langchain/langgraph";
 import { MemorySaver } from "@langchain/langgraph-checkpoint";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import pg from "pg";
 import Redis from "ioredis";
 import { Effect, ManagedRuntime, Schema } from "effect";
-import { CheckpointStore, FileStore, Graph, MemoryStore } from "effect-checkpoint";
-import { SqliteStore } from "effect-checkpoint/sqlite";
-import { PostgresStore } from "effect-checkpoint/postgres";
-import { RedisStore } from "effect-checkpoint/redis";
+import { CheckpointStore, Graph, MemoryStore } from "effect-checkpoint";
+// The other stores are imported when a run opens them (`ecLayerFor`): a store whose module does not
+// load (not built, not ported yet) is skipped and listed, and the rest of the run goes on.
 
 const require = createRequire(import.meta.url);
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -158,6 +157,66 @@ export const ecLoopGraph = Graph.make(EcLoopState).pipe(
   Graph.addConditionalEdges("tick", (s) => (s.counter >= s.target ? Graph.END : "tick"))
 );
 
+// ---------------------------------------------------------------- graphs: fan-out (both libraries)
+// plan → 8 tasks → join → END, as 8 parallel edges (w1…w8, joined by a fan-in) or as 8 sends to one
+// node "work" (map-reduce). Every task appends its name to `log` and adds 1 to `counter` (reducers
+// on both sides); join appends the count. 3 supersteps; ours saves 4 checkpoints and 8 task writes.
+export const FANOUT = 8;
+const fanNames = Array.from({ length: FANOUT }, (_, i) => `w${i + 1}`);
+const fanItems = Array.from({ length: FANOUT }, (_, i) => `item${i + 1}`);
+export const fanoutInput = () => ({ log: [], counter: 0, item: "" });
+export const checkFanout = (out, who) => {
+  if (out.counter !== FANOUT || out.log.length !== FANOUT + 2 || out.log[FANOUT + 1] !== `join ${FANOUT}`) {
+    throw new Error(`${who} fan-out graph ended at ${JSON.stringify(out)}`);
+  }
+};
+
+const LgFanoutState = Annotation.Root({
+  log: Annotation({ reducer: (a, b) => a.concat(b), default: () => [] }),
+  counter: Annotation({ reducer: (a, b) => a + b, default: () => 0 }),
+  item: Annotation(),
+});
+export function lgFanoutGraph(shape, checkpointer) {
+  let g = new StateGraph(LgFanoutState)
+    .addNode("plan", () => ({ log: ["plan"] }))
+    .addNode("join", (s) => ({ log: [`join ${s.counter}`] }))
+    .addEdge(START, "plan")
+    .addEdge("join", END);
+  if (shape === "edges") {
+    for (const n of fanNames) g = g.addNode(n, () => ({ log: [n], counter: 1 })).addEdge("plan", n);
+    g = g.addEdge(fanNames, "join");
+  } else {
+    // A Send's argument is the task's input (its view of the state).
+    g = g
+      .addNode("work", (s) => ({ log: [s.item], counter: 1 }))
+      .addConditionalEdges("plan", () => fanItems.map((item) => new Send("work", { item })))
+      .addEdge("work", "join");
+  }
+  return g.compile(checkpointer ? { checkpointer } : {});
+}
+
+export const EcFanoutState = Schema.Struct({ log: Schema.Array(Schema.String), counter: Schema.Number, item: Schema.String });
+const fanReducers = { log: Graph.Reducer.concat, counter: Graph.Reducer.sum };
+export function ecFanoutGraph(shape) {
+  let g = Graph.make(EcFanoutState, { reducers: fanReducers }).pipe(
+    Graph.addNode("plan", () => Effect.succeed({ log: ["plan"] })),
+    Graph.addNode("join", (s) => Effect.succeed({ log: [`join ${s.counter}`] })),
+    Graph.setEntryPoint("plan"),
+    Graph.addEdge("join", Graph.END)
+  );
+  if (shape === "edges") {
+    for (const n of fanNames) g = Graph.addNode(g, n, () => Effect.succeed({ log: [n], counter: 1 }));
+    g = Graph.addEdge(Graph.addEdge(g, "plan", fanNames), fanNames, "join");
+  } else {
+    g = g.pipe(
+      Graph.addNode("work", (s) => Effect.succeed({ log: [s.item], counter: 1 })),
+      Graph.addConditionalEdges("plan", () => fanItems.map((item) => Graph.send("work", { item }))),
+      Graph.addEdge("work", "join")
+    );
+  }
+  return g;
+}
+
 // ---------------------------------------------------------------- PostgreSQL helpers
 export async function pgAdmin(fn) {
   const c = new pg.Client({ connectionString: PG_URL, application_name: "ecbench-admin" });
@@ -281,14 +340,16 @@ export function lgLabel(name) {
 // { name, runtime, store, reset(), close(), info, compile(graph, config) }
 // Each store is a Layer; a ManagedRuntime builds it once and keeps it until `close`.
 let ecSeq = 0;
-export function ecLayerFor(name, tag) {
+export async function ecLayerFor(name, tag) {
   const seq = ++ecSeq;
   if (name === "memory") return { layer: MemoryStore.layer, info: {} };
   if (name === "file") {
+    const { FileStore } = await import("effect-checkpoint/file");
     const directory = path.join(DATA_DIR, `ec-file-${tag}-${seq}`);
     return { layer: FileStore.layer({ directory }), info: { directory }, rm: () => fs.rmSync(directory, { recursive: true, force: true }) };
   }
   if (name === "sqlite") {
+    const { SqliteStore } = await import("effect-checkpoint/sqlite");
     fs.mkdirSync(DATA_DIR, { recursive: true });
     const filename = path.join(DATA_DIR, `ec-sqlite-${tag}-${seq}.sqlite`);
     return {
@@ -298,14 +359,16 @@ export function ecLayerFor(name, tag) {
     };
   }
   if (name === "postgres") {
+    const { PostgresStore } = await import("effect-checkpoint/postgres");
     const tableName = `cp_${tag}`.replace(/[^A-Za-z0-9_]/g, "_");
     return {
       layer: PostgresStore.layer({ url: PG_URL, schema: SCHEMAS.ec, tableName, applicationName: "ecbench-ec" }),
       info: { schema: SCHEMAS.ec, tableName },
-      truncate: async () => pgAdmin((c) => c.query(`TRUNCATE ${quoteIdent(SCHEMAS.ec)}.${quoteIdent(tableName)}`)),
+      truncate: async () => pgAdmin((c) => c.query(`TRUNCATE ${quoteIdent(SCHEMAS.ec)}.${quoteIdent(tableName)} CASCADE`)),
     };
   }
   if (name === "redis") {
+    const { RedisStore } = await import("effect-checkpoint/redis");
     const prefix = redisPrefix(tag);
     return { layer: RedisStore.layer({ url: REDIS_URL, prefix }), info: { prefix }, prefix };
   }
@@ -317,12 +380,20 @@ export async function openEc(name, tag = "tp") {
   const b = { name, info: {} };
   let redis;
   const open = async () => {
-    const spec = ecLayerFor(name, tag);
+    const spec = await ecLayerFor(name, tag);
     spec.rm?.();
     b.spec = spec;
     b.info = spec.info;
     b.runtime = ManagedRuntime.make(spec.layer);
-    b.store = await b.runtime.runPromise(CheckpointStore.CheckpointStore);
+    try {
+      b.store = await b.runtime.runPromise(CheckpointStore.CheckpointStore);
+    } catch (e) {
+      // The layer did not build (server down, store not ported…): release what it took, report.
+      await b.runtime.dispose().catch(() => {});
+      b.runtime = undefined;
+      spec.rm?.();
+      throw e;
+    }
   };
   const shut = async () => {
     if (b.runtime) await b.runtime.dispose();

@@ -622,7 +622,7 @@ describe("PostgresStore", () => {
           const e = yield* freshExecution()
           yield* s.saveMany([yield* mk(e, 1), yield* mk(e, 2, { next: [] })])
           const [summaries, statements] = yield* recordStatements(s.listExecutions())
-          expect(summaries.find((x) => x.executionId === e)).toMatchObject({ latestVersion: 2, pending: false })
+          expect(summaries.executions.find((x) => x.executionId === e)).toMatchObject({ latestVersion: 2, pending: false })
           expect(statements[0]).not.toMatch(/\bstate\b/)
           const latest = Option.getOrThrow(yield* s.latest(e))
           yield* query(`UPDATE "${SCHEMA}"."${table}" SET next = '"oops"'::jsonb WHERE id = $1`, [latest.id])
@@ -1023,7 +1023,7 @@ describe("PostgresStore", () => {
         yield* s.save(cp)
         yield* s.saveMany([yield* mk(e, 2), yield* mk(e, 3)])
         expect(view(yield* s.load(cp.id))).toEqual(view(cp))
-        expect((yield* s.listExecutions()).find((x) => x.executionId === e)).toMatchObject({ latestVersion: 3 })
+        expect((yield* s.listExecutions()).executions.find((x) => x.executionId === e)).toMatchObject({ latestVersion: 3 })
         // The store's statements ran on the app's pool (its connections carry the app's application_name).
         const lastQueries = yield* query<{ query: string }>(
           `SELECT query FROM pg_stat_activity WHERE application_name = $1`,

@@ -184,7 +184,7 @@ describe("SqliteStore", () => {
           expect(Option.map(yield* s.latest(e), (c) => c.version)).toEqual(Option.some(4))
           expect(view(yield* s.load(cps[1]!.id))).toEqual(view(cps[1]!))
           expect((yield* Effect.flip(s.save(yield* mk(e, 2))))._tag).toBe("CheckpointConflict")
-          expect((yield* s.listExecutions()).map((x) => x.executionId)).toEqual([e])
+          expect((yield* s.listExecutions()).executions.map((x) => x.executionId)).toEqual([e])
           expect(yield* s.prune(e, 1)).toBe(3)
           expect((yield* s.list(e)).map((c) => c.version)).toEqual([4])
         }).pipe(Effect.provide(SqliteStore.layer({ filename: ":memory:" })))
@@ -370,7 +370,7 @@ describe("SqliteStore", () => {
             yield* s.save(cp)
             yield* s.saveMany([yield* mk(e, 2), yield* mk(e, 3)])
             expect(yield* s.prune(e, 2)).toBe(1)
-            expect((yield* s.listExecutions()).map((x) => x.executionId)).toEqual([e])
+            expect((yield* s.listExecutions()).executions.map((x) => x.executionId)).toEqual([e])
             return yield* s.list(e)
           }).pipe(Effect.provide(SqliteStore.layer({ filename, tableName })))
           expect(listed.map((c) => c.version), tableName).toEqual([2, 3])
@@ -518,7 +518,7 @@ describe("SqliteStore", () => {
             yield* s.saveMany(batch)
             expect((yield* s.list(x)).map(view), `batch of ${size}`).toEqual(batch.map(view))
           }
-          expect((yield* s.listExecutions()).find((x) => x.executionId === e)).toMatchObject({ latestCheckpointId: one.id })
+          expect((yield* s.listExecutions()).executions.find((x) => x.executionId === e)).toMatchObject({ latestCheckpointId: one.id })
         })))
     }
   })
@@ -763,7 +763,7 @@ describe("SqliteStore", () => {
           const s = yield* store
           yield* s.saveMany(cps)
           expect((yield* s.list(e)).map(view)).toEqual(cps.map(view))
-          expect((yield* s.listExecutions())[0]).toMatchObject({ executionId: e, latestVersion: 2 })
+          expect((yield* s.listExecutions()).executions[0]).toMatchObject({ executionId: e, latestVersion: 2 })
         }).pipe(Effect.provide(SqliteStore.layerClient({ tableName: "app_checkpoints" })))
         // The store's scope is closed; the app's client still works and sees the rows (names transformed).
         const rows = yield* sql<{ executionId: string }>`SELECT execution_id FROM app_checkpoints`
@@ -1000,7 +1000,7 @@ describe("SqliteStore", () => {
             const executions = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(
               Effect.provide(SqliteStore.layer({ filename }))
             )
-            expect(executions.map((x) => x.executionId).sort()).toEqual(["p1-own", "p2-own", "p3-own", "shared"])
+            expect(executions.executions.map((x) => x.executionId).sort()).toEqual(["p1-own", "p2-own", "p3-own", "shared"])
           }))
         }
       }), 60_000)

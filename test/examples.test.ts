@@ -1,9 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
+import { existsSync } from "node:fs"
 
 /** Runs an example the way the README does (against the built package, like a user). */
-const run = (file: string): string =>
-  execFileSync("npx", ["tsx", file], { encoding: "utf8", timeout: 60_000, stdio: ["ignore", "pipe", "pipe"] })
+const run = (file: string, timeout = 60_000): string =>
+  execFileSync("npx", ["tsx", file], { encoding: "utf8", timeout, stdio: ["ignore", "pipe", "pipe"] })
 
 describe("examples", () => {
   it("basic.ts prints the run, its four checkpoints and the resumed result", () => {
@@ -20,4 +21,35 @@ describe("examples", () => {
     expect(resumedPart).toContain("Running step 2")
     expect(resumedPart).toContain("Resumed data:  Start → Step1 → Step2 → Step3")
   })
+
+  it("research.ts fans out five searches, is killed after three, and the resume runs only the two missing ones", () => {
+    const out = run("examples/research.ts", 90_000)
+    const killedAt = out.indexOf("SIGKILL the child")
+    const resumedAt = out.indexOf("=== Resume in this process")
+    expect(killedAt).toBeGreaterThan(0)
+    expect(resumedAt).toBeGreaterThan(killedAt)
+    const before = out.slice(0, killedAt)
+    const after = out.slice(resumedAt)
+    // The child planned and finished searches 1-3; 4 and 5 hung when it was killed.
+    expect(before).toMatch(/\[child \d+\] plan: 5 topics/)
+    for (const n of [1, 2, 3]) expect(before).toMatch(new RegExp(`\\[child \\d+\\] search #${n} .*: 1 note`))
+    expect(before).not.toMatch(/search #[45] .*: 1 note/)
+    expect(out).toContain("3 of 5 searches are saved (tasks 0000, 0001, 0002)")
+    // The resume ran searches 4 and 5 and the summary, nothing else.
+    expect(after.match(/\[parent \d+\] [a-z]+/g)).toEqual(
+      [expect.stringMatching(/search$/), expect.stringMatching(/search$/), expect.stringMatching(/summarise$/)]
+    )
+    expect(after).toMatch(/search #4 .*: 1 note/)
+    expect(after).toMatch(/search #5 .*: 1 note/)
+    expect(after).toContain("summarise: 5 notes from 5 sources")
+    // The notes are in task order, whatever order the searches finished in, and whichever process ran them.
+    expect(after).toMatch(/1\. what source-1 says[^]*2\. what source-2[^]*3\. what source-3[^]*4\. what source-4[^]*5\. what source-5/)
+    expect(after).toContain("#2 plan       next=[search,search,search,search,search]")
+    expect(after).toContain("#3 search     next=[summarise]")
+    expect(after).toContain("#4 summarise  next=[]")
+    // Its temp directory is gone.
+    const directory = /File store in (.+)\) ===/.exec(out)?.[1]
+    expect(directory).toBeDefined()
+    expect(existsSync(directory!)).toBe(false)
+  }, 120_000)
 })

@@ -1,92 +1,46 @@
 /**
- * The Redis checkpoint store, on `ioredis`: the fast shared store, with an
- * optional time-to-live.
+ * The Redis checkpoint store, on `ioredis`: a fast store shared by every
+ * process and host that reaches the server, with an optional time-to-live.
  *
- * Keys (every name is the store's `prefix`, a `|`, then its type):
+ * It keeps each checkpoint as one JSON document, the checkpoints of an
+ * execution in a sorted set by version, one record per execution (status,
+ * lease, attempts, failure), the task writes of each checkpoint, and indexes
+ * that answer `listExecutions` and `claim` a page at a time. Every key starts
+ * with the store's `prefix` and a `|`, so stores with different prefixes —
+ * nested ones included — never share a key. Every write is one Lua script:
+ * atomic, fenced by the execution's lease, and timed by the server's clock, so
+ * workers on different hosts agree on when a lease expires.
  *
- * - `{prefix}|c|{id}` (string): the checkpoint as one JSON document
- * - `{prefix}|x|{executionId}` (sorted set): the ids of the execution's checkpoints, scored by version
- * - `{prefix}|executions` (sorted set): the execution ids, scored by the time of their last save (epoch ms)
- * - `{prefix}|s|{uuid}` (string): a large document on its way in (see below); gone when its save ends, or 60 s after a crash
- * - `{prefix}|migration` (string): only while a migration from the 0.1.0 layout is unfinished (expires after an hour)
+ * With a `ttl`, Redis itself expires the data: a checkpoint `ttl` after its
+ * save, an execution's record, indexes and large values `ttl` after its last
+ * save, task writes with their checkpoint. Native expiry does not spare an
+ * execution that is leased, interrupted or sleeping; `Retention.sweep` does.
  *
- * Neither prefixes nor ids can hold a `|`, so a key names its prefix (the text
- * before its first `|`): two stores with different prefixes never share a key,
- * even when one prefix starts with the other (`p:` and `p:checkpoint:`).
- *
- * Every operation but `listExecutions` is one round trip: `load` is one `GET`;
- * every other operation is one Lua script (`EVALSHA`), so a write is atomic —
- * the `(executionId, version)` and `id` checks and the writes of a save or of
- * a whole `saveMany` batch happen together or not at all. `clear` and `prune`
- * find their keys through the execution's sorted set, never with `KEYS` or
- * `SCAN`. `listExecutions` walks the executions set in pages (`ZSCAN`, and a
- * short script per page of 128 executions that reads their newest
- * checkpoints), so no call keeps Redis busy for long, however many executions
- * there are; every execution that exists for the whole walk is listed once.
- *
- * The 0.1.0 layout (`{prefix}checkpoint:{id}`,
- * `{prefix}execution:{executionId}:checkpoints`, `{prefix}executions`) was
- * ambiguous when prefixes nest. Building a store that finds it under its
- * prefix migrates it first, in short atomic steps through the old indexes
- * (never `KEYS` or `SCAN`), moving only the checkpoints whose document says
- * they belong there; it is safe to interrupt and to run from several processes
- * at once. See the README.
- *
- * Large documents (over 16 K characters) do not travel as a script argument
- * (Redis would copy them into Lua and out again: 3.5× a plain `SET` at 1 MB):
- * the save is one pipeline — still one round trip — of a `SET` of each large
- * document to its own staging key (`PX` 60 s), then the `EVALSHA`, which makes
- * the same checks and `RENAME`s each staging key into place (no copy), or,
- * when it does not save, deletes them. Readers never see a staging key, and a
- * save is still all or nothing: a connection lost between the `SET` and the
- * script leaves at most a staging key that expires, never a checkpoint without
- * its index entry or the reverse.
- *
- * Conditional saves (`expect`) are checked inside the same script, so the
- * check and the write are one atomic step and one round trip. The newest
- * version of an execution is what `latest` would return: the highest version
- * in its index whose checkpoint key still exists. Index entries whose key
- * expired (ttl) or vanished are skipped (and removed, as reads do); an
- * execution whose checkpoints all expired is empty (`latestVersion: 0`), while
- * one whose older versions were pruned or deleted is at its newest remaining
- * version. A failed expectation reports that version as `actualLatestVersion`.
- *
- * With a `ttl`, every save sets it on the checkpoint's key and (re)sets it on
- * the execution's sorted set and on the executions set: a checkpoint is gone
- * `ttl` after it was saved; the indexes live until `ttl` after the last save.
- * A checkpoint whose key expired (or vanished any other way) is gone, not
- * corrupt: `list`, `latest` and `listExecutions` skip it and remove it from
- * the index, and its version can be saved again.
- *
- * The store needs a standalone Redis (or the primary of a replicated one),
- * 5.0 or newer (tested with 7.0); Redis Cluster is not supported (a script
- * touches keys that can live in different slots). Durability is the server's:
- * with no persistence, a restart of Redis loses every checkpoint; with
- * `appendonly yes` and `appendfsync always`, an acknowledged save survives a
- * crash.
- *
- * Failures: when the connection drops, every operation in flight fails at
- * once with `CheckpointStoreError` and is never sent again by the client (a
- * save whose reply was lost may or may not have landed — never half: a retry
- * reports `CheckpointConflict` if it did); reads are sent once more by the
- * store. A server that does not answer fails an operation after
- * `commandTimeout`. The client reconnects by itself.
+ * A store built on data of the 0.1.0 layout migrates it first (see the
+ * README). It needs a standalone Redis (or the primary of a replicated one),
+ * 5.0 or newer; Redis Cluster is not supported. Durability is the server's:
+ * with no persistence, a restart of Redis loses every checkpoint.
  *
  * @since 0.1.0
  */
-import { Config, Duration, Effect, identity, Layer, Option, Redacted } from "effect"
+import { Config, ConfigError, Duration, Effect, Either, identity, Layer, Option, Redacted } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
 import { randomUUID } from "node:crypto"
-import * as Checkpoint from "../Checkpoint.js"
+import type * as Checkpoint from "../Checkpoint.js"
+import * as CheckpointBackend from "../CheckpointBackend.js"
 import {
-  CheckpointConflict,
+  type CheckpointConflict,
   CheckpointDecodeError,
+  CheckpointNotFound,
   type CheckpointStoreError,
-  type InvalidIdentifier
+  ExecutionNotFound,
+  type InvalidIdentifier,
+  InvalidOption,
+  type LeaseLost
 } from "../CheckpointError.js"
 import * as CheckpointStore from "../CheckpointStore.js"
-import { checkPrefix, isValidId } from "../internal/identifier.js"
-import { keysOf, LIST_PAGE, LIST_PAGE_BYTES, MIGRATE_BATCH, type Script, SCRIPTS } from "../internal/redisScripts.js"
+import { checkPrefix } from "../internal/identifier.js"
+import { keysOf, MIGRATE_BATCH, RECORD_FIELDS, type ScriptName, SCRIPTS, SWEEP_BATCH } from "../internal/redisScripts.js"
 import { storeError } from "../internal/storeError.js"
 
 const BACKEND = "redis"
@@ -108,10 +62,16 @@ export interface StoreOptions {
    */
   readonly prefix?: string | undefined
   /**
-   * How long a saved checkpoint lives. Unset, zero or infinite: forever.
-   * Counted from each save; see the module documentation.
+   * How long data lives without a save. Unset, zero or infinite: forever.
+   * Redis expires it natively (see the module documentation); it is also the
+   * store's retention `ttl` for `Retention`.
    */
   readonly ttl?: Duration.DurationInput | undefined
+  /**
+   * Large state values stored once per execution (see
+   * `CheckpointBackend.MakeOptions`); `false` stores whole states. Default on.
+   */
+  readonly largeValues?: CheckpointBackend.MakeOptions["largeValues"]
 }
 
 /**
@@ -173,32 +133,16 @@ export type Options = (UrlOptions | HostOptions) & StoreOptions & ClientOptions
  * Documents longer than this (in UTF-16 code units, ~bytes for JSON) do not
  * travel as a script argument, which Redis copies into Lua and out again: the
  * save's pipeline first `SET`s them to a staging key, and the script `RENAME`s
- * that key into place. Measured on Redis 7 over loopback: a save takes as long
- * either way at 12–16 KB; below, the extra command of the pipeline costs more
- * (+15–25 µs at 1–4 KB) than the copy it saves; above, staging is faster
- * (−20–30% from 64 KB to 1 MB, where the save is then at the raw `SET` plus
- * the JSON encoding).
+ * that key into place (one round trip still).
  */
 const STAGE_ABOVE = 16 * 1024
 
 /**
  * How long a staging key lives if its script never runs (the connection
- * dropped between the `SET` and the `EVALSHA`): it only has to outlive the gap
+ * dropped between the `SET` and the script): it only has to outlive the gap
  * between two commands of one pipeline.
  */
 const STAGING_TTL_MS = 60_000
-
-/** Where a `listExecutions` walk stands. */
-interface ListWalk {
-  /** The `ZSCAN` cursor of the executions set; `undefined` once the scan is over. */
-  cursor: string | undefined
-  /** Scanned ids not read yet. */
-  pending: Array<string>
-  /** Every id scanned so far. */
-  readonly queued: Set<string>
-  /** Each execution with a live checkpoint: its newest one's id, version and document. */
-  readonly found: Map<string, readonly [unknown, unknown, unknown]>
-}
 
 /** A document sent ahead of its save script, to `{prefix}|s|{uuid}`. */
 interface Staged {
@@ -210,7 +154,6 @@ interface Staged {
 // The store
 // -----------------------------------------------------------------------------
 
-const isNoScript = (e: unknown): boolean => e instanceof Error && e.message.startsWith("NOSCRIPT")
 const isWrongType = (e: unknown): boolean => e instanceof Error && e.message.startsWith("WRONGTYPE")
 /** The server answered with an error (the connection is fine). */
 const isReplyError = (e: unknown): boolean => e instanceof Error && e.name === "ReplyError"
@@ -221,25 +164,30 @@ const isReplyError = (e: unknown): boolean => e instanceof Error && e.name === "
 const isConnectionDrop = (e: unknown): boolean =>
   e instanceof Error && (e.name === "MaxRetriesPerRequestError" || e.message === "Connection is closed.")
 
-/** Runs a read once more if the connection dropped under it (cheaper than `Effect.retry` on the hot path). */
+/** Runs a read once more if the connection dropped under it. */
 const onceMoreIfDropped = <A>(read: Effect.Effect<A, unknown>): Effect.Effect<A, unknown> =>
   Effect.catchIf(read, isConnectionDrop, () => read)
 
-/** Milliseconds of a ttl (0 = never expires), or why it is not one. */
-const ttlMillis = (ttl: Duration.DurationInput | undefined): number | string => {
-  if (ttl === undefined) return 0
+/** Milliseconds of a ttl (0 = never expires), or the error. */
+const ttlMillis = (ttl: Duration.DurationInput | undefined): Either.Either<number, InvalidOption> => {
+  if (ttl === undefined) return Either.right(0)
   const decoded = Duration.decodeUnknown(ttl)
-  if (Option.isNone(decoded)) return `ttl is not a duration: ${String(ttl)}`
+  if (Option.isNone(decoded)) return Either.left(new InvalidOption({ option: "ttl", message: `ttl is not a duration: ${String(ttl)}` }))
   const ms = Duration.toMillis(decoded.value)
-  return Number.isFinite(ms) && ms > 0 ? Math.ceil(ms) : 0
+  return Either.right(Number.isFinite(ms) && ms > 0 ? Math.ceil(ms) : 0)
 }
 
-const timeoutMillis = (name: string, value: Duration.DurationInput | undefined, fallback: number): number | string => {
-  if (value === undefined) return fallback
+const timeoutMillis = (
+  name: string,
+  value: Duration.DurationInput | undefined,
+  fallback: number
+): Either.Either<number, InvalidOption> => {
+  if (value === undefined) return Either.right(fallback)
   const decoded = Duration.decodeUnknown(value)
-  if (Option.isNone(decoded)) return `${name} is not a duration: ${String(value)}`
-  const ms = Duration.toMillis(decoded.value)
-  return Number.isFinite(ms) && ms > 0 ? Math.ceil(ms) : `${name} must be a positive, finite duration`
+  const ms = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : Number.NaN
+  return Number.isFinite(ms) && ms > 0
+    ? Either.right(Math.ceil(ms))
+    : Either.left(new InvalidOption({ option: name, message: `${name} must be a positive, finite duration, got ${String(value)}` }))
 }
 
 /** What a store knows about the client it runs on. */
@@ -250,28 +198,69 @@ interface ClientContext {
   readonly lastError: () => Error | undefined
 }
 
-const configError = (message: string) => storeError(BACKEND, "config", new Error(message))
+/** The ioredis commands of our scripts (`defineCommand`), all with no declared keys. */
+type Commands = { readonly [K in ScriptName]: (...args: ReadonlyArray<string>) => Promise<unknown> }
+
+/** A record patch as the scripts read it (see `readPatch` in the scripts). */
+const patchArgs = (p: CheckpointBackend.RecordPatch | undefined): Array<string> =>
+  p === undefined ? ["", "~", "~", "", "", "~", "", ""] : [
+    p.status ?? "",
+    p.wakeAt === undefined ? "~" : p.wakeAt === null ? "-" : String(Math.round(p.wakeAt)),
+    p.failure === undefined ? "~" : p.failure === null ? "-" : "=",
+    p.failure?.tag ?? "",
+    p.failure?.message ?? "",
+    p.lease === undefined ? "~" : p.lease === null ? "-" : "=",
+    p.lease?.owner ?? "",
+    p.lease ? String(p.lease.ttlMs) : ""
+  ]
+
+/** Records as the scripts return them: 11 values each. */
+const decodeRecords = (
+  reply: unknown
+): Effect.Effect<Array<CheckpointStore.ExecutionRecord>, CheckpointDecodeError> => {
+  const flat = Array.isArray(reply) ? reply as Array<unknown> : []
+  const out: Array<CheckpointStore.ExecutionRecord> = []
+  for (let i = 0; i + 10 < flat.length; i += 11) {
+    const decoded = recordFrom(flat, i)
+    if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+    out.push(decoded.right)
+  }
+  return Effect.succeed(out)
+}
+
+const recordFrom = (flat: ReadonlyArray<unknown>, at: number) =>
+  CheckpointBackend.decodeRecord({
+    executionId: flat[at],
+    latestVersion: flat[at + 1],
+    latestCheckpointId: flat[at + 2],
+    updatedAt: flat[at + 3],
+    status: flat[at + 4],
+    wakeAt: flat[at + 5],
+    failureTag: flat[at + 6],
+    failureMessage: flat[at + 7],
+    attempts: flat[at + 8],
+    leaseOwner: flat[at + 9],
+    leaseExpiresAt: flat[at + 10]
+  })
 
 /** Builds the store over a connected (or lazily connecting) client. */
 const makeWith = (
   client: Redis,
   options: StoreOptions,
   context: ClientContext
-): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> =>
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier | InvalidOption> =>
   Effect.gen(function*() {
     const prefix = options.prefix ?? ""
     const prefixError = checkPrefix(prefix)
     if (prefixError !== undefined) return yield* Effect.fail(prefixError)
-    const ttl = ttlMillis(options.ttl)
-    if (typeof ttl === "string") return yield* Effect.fail(configError(ttl))
+    const ttl = yield* ttlMillis(options.ttl)
     const ttlArg = String(ttl)
-    // ioredis adds its `keyPrefix` to the keys it is given (KEYS of a script, GET);
-    // keys built inside a script from an index member need it spelled out.
+    // ioredis adds its `keyPrefix` to the keys it is given (GET, HMGET …); the
+    // scripts declare no keys and build every key from the full prefix.
     const fullPrefix = (client.options.keyPrefix ?? "") + prefix
     const layout = keysOf(prefix)
-    const checkpointKey = layout.checkpoint
-    const executionKey = layout.execution
-    const executionsKey = layout.executions
+    for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 0, lua })
+    const commands = client as unknown as Commands
 
     const fail = (operation: string) => (cause: unknown): CheckpointStoreError => {
       if (!(cause instanceof Error)) return storeError(BACKEND, operation, cause, context.secrets)
@@ -288,33 +277,29 @@ const makeWith = (
       return storeError(BACKEND, operation, enriched, context.secrets)
     }
 
-    /** One EVALSHA; loads the script with EVAL if the server does not know it (a restart flushed its cache). */
-    const evalScript = (s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>): Promise<unknown> =>
-      client.evalsha(s.sha, keys.length, ...keys, fullPrefix, ...args).then(
-        undefined,
-        (e: unknown) => isNoScript(e) ? client.eval(s.lua, keys.length, ...keys, fullPrefix, ...args) : Promise.reject(e)
+    /** A write: never sent twice (a lost reply leaves its outcome unknown: it fails). */
+    const run = (operation: string, name: ScriptName, args: ReadonlyArray<string>) =>
+      Effect.tryPromise({ try: () => commands[name](fullPrefix, ...args), catch: fail(operation) })
+
+    /** A read (it changes nothing but stale index entries): sent once more if the connection dropped under it. */
+    const runRead = (operation: string, name: ScriptName, args: ReadonlyArray<string>) =>
+      Effect.mapError(
+        onceMoreIfDropped(Effect.tryPromise({ try: () => commands[name](fullPrefix, ...args), catch: identity })),
+        fail(operation)
       )
 
-    /** A write: never sent twice (a lost reply leaves its outcome unknown: it fails). */
-    const run = (operation: string, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
-      Effect.tryPromise({ try: () => evalScript(s, keys, args), catch: fail(operation) })
+    /** A plain client read, sent once more if the connection dropped. */
+    const plainRead = <A>(operation: string, f: () => Promise<A>) =>
+      Effect.mapError(onceMoreIfDropped(Effect.tryPromise({ try: f, catch: identity })), fail(operation))
 
     /**
      * A save whose large documents go ahead of the script: one pipeline (one
-     * round trip) of a `SET … PX` per staged document, then the `EVALSHA`, which
-     * moves them into place or removes them. Loads the script with `EVAL` if the
-     * server does not know it (the staging keys are still there). When the
-     * server answers with an error (a staging key or the script itself failed),
-     * the staging keys are removed with one more command; when the connection
-     * drops or stalls, they are left to expire.
+     * round trip) of a `SET … PX` per staged document, then the script, which
+     * moves them into place or removes them. When the server answers with an
+     * error, the staging keys are removed with one more command; when the
+     * connection drops or stalls, they are left to expire.
      */
-    const runStaged = (
-      operation: string,
-      s: Script,
-      keys: ReadonlyArray<string>,
-      args: ReadonlyArray<string>,
-      staged: ReadonlyArray<Staged>
-    ) =>
+    const runStaged = (operation: string, args: ReadonlyArray<string>, staged: ReadonlyArray<Staged>) =>
       Effect.tryPromise({
         try: () => {
           const dropStaged = (error: unknown): Promise<never> =>
@@ -323,7 +308,7 @@ const makeWith = (
               : Promise.reject(error)
           const pipeline = client.pipeline()
           for (const { document, key } of staged) pipeline.set(key, document, "PX", STAGING_TTL_MS)
-          pipeline.evalsha(s.sha, keys.length, ...keys, fullPrefix, ...args)
+          ;(pipeline as unknown as Commands).ecpSave(fullPrefix, ...args)
           return pipeline.exec().then((results) => {
             if (results === null || results.length !== staged.length + 1) {
               return Promise.reject(new Error("Redis returned no reply for the save"))
@@ -332,9 +317,6 @@ const makeWith = (
             const setError = results.slice(0, staged.length).find(([error]) => error !== null)?.[0]
             const [scriptError, reply] = results[staged.length]!
             if (setError == null && scriptError === null) return reply
-            if (setError == null && isNoScript(scriptError)) {
-              return client.eval(s.lua, keys.length, ...keys, fullPrefix, ...args).then(undefined, dropStaged)
-            }
             return dropStaged(setError ?? scriptError)
           })
         },
@@ -349,10 +331,6 @@ const makeWith = (
       return `*${token}`
     }
 
-    /** A read: sent once more if the connection dropped under it (it changes nothing but stale index entries). */
-    const runRead = (operation: string, s: Script, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
-      Effect.mapError(onceMoreIfDropped(Effect.tryPromise({ try: () => evalScript(s, keys, args), catch: identity })), fail(operation))
-
     /** Decodes a document read at `id`'s key from the index of `executionId` at `score`. */
     const decodeAt = (
       id: unknown,
@@ -366,7 +344,7 @@ const makeWith = (
           new CheckpointDecodeError({ id: name, message: `Stored checkpoint ${JSON.stringify(name)} is not a string value` })
         )
       }
-      return Effect.flatMap(Checkpoint.decode(doc, name), (cp) =>
+      return Effect.flatMap(CheckpointBackend.decodeDocument(doc, name), (cp) =>
         cp.executionId === executionId && cp.version === Number(score)
           ? Effect.succeed(cp)
           : Effect.fail(
@@ -379,209 +357,258 @@ const makeWith = (
           ))
     }
 
-    const decodeTriples = (reply: unknown, executionId: string) =>
-      Effect.suspend(() => {
-        const flat = Array.isArray(reply) ? reply : []
-        const out: Array<Effect.Effect<Checkpoint.Checkpoint, CheckpointDecodeError>> = []
-        for (let i = 0; i + 2 < flat.length; i += 3) out.push(decodeAt(flat[i], flat[i + 1], flat[i + 2], executionId))
-        return Effect.all(out)
-      })
-
     const read = (operation: string, executionId: string, newestFirst: boolean, bound: string, limit: number) =>
       Effect.flatMap(
-        runRead(operation, SCRIPTS.read, [executionKey(executionId)], [newestFirst ? "1" : "0", bound, String(limit)]),
-        (reply) => decodeTriples(reply, executionId)
+        runRead(operation, "ecpRead", [executionId, newestFirst ? "1" : "0", bound, String(limit)]),
+        (reply) =>
+          Effect.suspend(() => {
+            const flat = Array.isArray(reply) ? reply as Array<unknown> : []
+            const out: Array<Effect.Effect<Checkpoint.Checkpoint, CheckpointDecodeError>> = []
+            for (let i = 0; i + 2 < flat.length; i += 3) out.push(decodeAt(flat[i], flat[i + 1], flat[i + 2], executionId))
+            return Effect.all(out)
+          })
       )
-
-    const conflictOf = (cp: Checkpoint.Checkpoint) =>
-      new CheckpointConflict({ executionId: cp.executionId, version: cp.version, id: cp.id })
-
-    // Warm the server's script cache (and check the connection): saves then run with EVALSHA only.
-    yield* Effect.tryPromise({
-      try: () => {
-        const pipeline = client.pipeline()
-        for (const s of Object.values(SCRIPTS)) pipeline.script("LOAD", s.lua)
-        return pipeline.exec().then((results) => {
-          const error = results?.find(([e]) => e !== null)?.[0]
-          return error ? Promise.reject(error) : undefined
-        })
-      },
-      catch: fail("connect")
-    })
 
     // Data of the 0.1.0 layout under this prefix moves to this one, in short steps, before the store serves.
     let more = true
     yield* Effect.whileLoop({
       while: () => more,
-      body: () => run("migrate", SCRIPTS.migrate, [], [String(MIGRATE_BATCH)]),
+      body: () => run("migrate", "ecpMigrate", [String(MIGRATE_BATCH)]),
       step: (reply) => {
         more = reply === 1
       }
     })
 
-    /**
-     * One round trip of `listExecutions`: the page script on up to
-     * {@link LIST_PAGE} ids scanned before, pipelined with the `ZSCAN` of the
-     * next ids. The state changes only when the whole round trip succeeded, so
-     * it can be sent again.
-     */
-    const listStep = (walk: ListWalk): Promise<void> => {
-      const page = walk.pending.slice(0, LIST_PAGE)
-      const cursor = walk.cursor
-      const scan = cursor !== undefined && walk.pending.length - page.length < LIST_PAGE
-      const pageArgs = [fullPrefix, String(LIST_PAGE_BYTES), ...page]
-      const pipeline = client.pipeline()
-      if (page.length > 0) pipeline.evalsha(SCRIPTS.listPage.sha, 1, executionsKey, ...pageArgs)
-      if (scan) pipeline.zscan(executionsKey, cursor, "COUNT", LIST_PAGE)
-      return pipeline.exec().then((results) => {
-        if (results === null || results.length !== (page.length > 0 ? 1 : 0) + (scan ? 1 : 0)) {
-          return Promise.reject(new Error("Redis returned no reply for listExecutions"))
-        }
-        const scanned = scan ? results[results.length - 1]! : undefined
-        if (scanned !== undefined && scanned[0] !== null) return Promise.reject(scanned[0])
-        const pageReply: Promise<unknown> = page.length === 0
-          ? Promise.resolve([0])
-          : results[0]![0] === null
-          ? Promise.resolve(results[0]![1])
-          : isNoScript(results[0]![0])
-          ? client.eval(SCRIPTS.listPage.lua, 1, executionsKey, ...pageArgs)
-          : Promise.reject(results[0]![0])
-        return pageReply.then((reply) => {
-          const flat = Array.isArray(reply) ? reply : []
-          // The script handles at least one id of a page; it may stop early on a page of large documents.
-          const handled = page.length === 0 ? 0 : Math.min(page.length, Math.max(1, Number(flat[0])))
-          for (let i = 1; i + 3 < flat.length; i += 4) walk.found.set(String(flat[i]), [flat[i + 1], flat[i + 2], flat[i + 3]])
-          walk.pending = walk.pending.slice(handled)
-          if (scanned !== undefined) {
-            const [next, members] = scanned[1] as [string, Array<string>]
-            // ZSCAN may return an id twice: it is read once.
-            for (let i = 0; i < members.length; i += 2) {
-              const executionId = members[i]!
-              if (!walk.queued.has(executionId)) {
-                walk.queued.add(executionId)
-                walk.pending.push(executionId)
-              }
-            }
-            walk.cursor = next === "0" ? undefined : next
-          }
-        })
-      })
-    }
-
-    /**
-     * Every execution with its newest live checkpoint, in bounded steps (see
-     * {@link LIST_PAGE}): `ZSCAN` returns every execution that is in the set
-     * for the whole walk, whatever saves happen meanwhile (an execution saved
-     * during the walk is read once, before or after that save).
-     */
-    const listExecutions = Effect.suspend(() => {
-      const walk: ListWalk = { cursor: "0", pending: [], queued: new Set(), found: new Map() }
-      return Effect.whileLoop({
-        while: () => walk.cursor !== undefined || walk.pending.length > 0,
-        body: () => onceMoreIfDropped(Effect.tryPromise({ try: () => listStep(walk), catch: identity })),
-        step: () => undefined
-      }).pipe(
-        Effect.mapError(fail("listExecutions")),
-        Effect.zipRight(Effect.suspend(() => {
-          const out: Array<Effect.Effect<CheckpointStore.ExecutionSummary, CheckpointDecodeError>> = []
-          for (const [executionId, [id, score, doc]] of walk.found) {
-            // A member that is not a valid id was not written by a store: it names no checkpoints of ours.
-            if (!isValidId(executionId)) continue
-            out.push(Effect.map(decodeAt(id, score, doc, executionId), CheckpointStore.summarize))
-          }
-          return Effect.all(out)
-        }))
-      )
-    })
-
-    /** The failed expectation a save script's reply reports (a negative reply: -1 - the newest version), if any. */
-    const expectationOutcome = (reply: unknown, expect: CheckpointStore.Expectation | undefined) =>
-      expect !== undefined && typeof reply === "number" && reply < 0
-        ? CheckpointStore.expectationFailed(expect, -reply - 1)
-        : undefined
-
-    return CheckpointStore.make({
-      insertOne: (e, expect) => {
-        const cp = e.checkpoint
-        return Effect.clockWith((clock) => {
-          const keys = [checkpointKey(cp.id), executionKey(cp.executionId), executionsKey]
-          const staged: Array<Staged> = []
-          const args = [
+    const insert = (
+      batch: ReadonlyArray<CheckpointBackend.Encoded>,
+      options: CheckpointBackend.InsertOptions
+    ) =>
+      Effect.suspend(() => {
+        const expect = options.expect
+        const args: Array<string> = [
+          ttlArg,
+          String(options.now),
+          options.owner ?? "",
+          expect?.executionId ?? "",
+          expect === undefined ? "" : String(expect.latestVersion),
+          expect?.latestCheckpointId ?? "",
+          ...patchArgs(options.patch),
+          String(options.blobs.length)
+        ]
+        for (const b of options.blobs) args.push(b.executionId, b.hash, b.json)
+        const staged: Array<Staged> = []
+        for (const { checkpoint: cp, document, refs } of batch) {
+          args.push(
             cp.id,
             cp.executionId,
             String(cp.version),
-            documentArg(e.document, staged),
-            ttlArg,
-            String(clock.unsafeCurrentTimeMillis())
-          ]
-          if (expect !== undefined) {
-            keys.push(executionKey(expect.executionId))
-            args.push(String(expect.latestVersion))
-          }
-          return Effect.flatMap(
-            staged.length === 0 ? run("save", SCRIPTS.save, keys, args) : runStaged("save", SCRIPTS.save, keys, args, staged),
-            (saved) => {
-              if (saved === 1) return Effect.void
-              return Effect.fail(expectationOutcome(saved, expect) ?? conflictOf(cp))
-            }
+            documentArg(document, staged),
+            String(cp.timestamp.getTime()),
+            CheckpointBackend.derivedStatus(cp),
+            refs.join(" ")
           )
-        })
-      },
-      insert: (batch, expect) =>
-        Effect.clockWith((clock) => {
-          const keys = [executionsKey]
-          const args: Array<string> = [ttlArg, String(clock.unsafeCurrentTimeMillis())]
-          if (expect !== undefined) {
-            keys.push(executionKey(expect.executionId))
-            args.push(String(expect.latestVersion))
-          }
-          const staged: Array<Staged> = []
-          for (const { checkpoint: cp, document } of batch) {
-            args.push(cp.id, cp.executionId, String(cp.version), documentArg(document, staged))
-          }
-          return Effect.flatMap(
-            staged.length === 0
-              ? run("saveMany", SCRIPTS.saveMany, keys, args)
-              : runStaged("saveMany", SCRIPTS.saveMany, keys, args, staged),
-            (at): Effect.Effect<void, CheckpointConflict | CheckpointStoreError> => {
-              if (at === 0) return Effect.void
-              const unmet = expectationOutcome(at, expect)
-              if (unmet !== undefined) return Effect.fail(unmet)
-              const conflicting = typeof at === "number" && at > 0 ? batch[at - 1] : undefined
-              return conflicting === undefined
-                ? Effect.fail(storeError(BACKEND, "saveMany", new Error(`unexpected reply from the save script: ${String(at)}`)))
-                : Effect.fail(conflictOf(conflicting.checkpoint))
+        }
+        const operation = batch.length === 1 ? "save" : "saveMany"
+        return Effect.flatMap(
+          staged.length === 0 ? run(operation, "ecpSave", args) : runStaged(operation, args, staged),
+          (reply): Effect.Effect<void, CheckpointConflict | LeaseLost | CheckpointBackend.BlobsMissing | CheckpointStoreError> => {
+            const r = Array.isArray(reply) ? reply as Array<unknown> : []
+            const code = Number(r[0])
+            const at = (i: unknown) => batch[Number(i) - 1]?.checkpoint
+            switch (code) {
+              case 0:
+                return Effect.void
+              case 1:
+              case 2: {
+                const cp = at(r[1])
+                if (cp !== undefined) return Effect.fail(code === 1 ? CheckpointBackend.conflict.idTaken(cp) : CheckpointBackend.conflict.versionTaken(cp))
+                break
+              }
+              case 3:
+                if (expect !== undefined) return Effect.fail(CheckpointBackend.conflict.expectationFailed(expect, Number(r[1])))
+                break
+              case 4:
+                return Effect.fail(CheckpointBackend.leaseLost(String(r[1]), options.owner ?? "", r[2] ? String(r[2]) : undefined))
+              case 5:
+                return Effect.fail(new CheckpointBackend.BlobsMissing({ executionId: String(r[1]), hashes: r.slice(2).map(String) }))
             }
-          )
-        }),
+            return Effect.fail(storeError(BACKEND, operation, new Error(`unexpected reply from the save script: ${JSON.stringify(reply)}`)))
+          }
+        )
+      })
+
+    const backend: CheckpointBackend.Backend = {
+      name: BACKEND,
+      insert,
       load: (id) =>
-        onceMoreIfDropped(Effect.tryPromise({ try: () => client.get(checkpointKey(id)), catch: identity })).pipe(
-          Effect.mapError((e) =>
-            isWrongType(e)
-              ? new CheckpointDecodeError({ id, message: `Stored checkpoint ${JSON.stringify(id)} is not a string value` })
-              : fail("load")(e)
+        plainRead("load", () => client.get(layout.checkpoint(id))).pipe(
+          Effect.catchIf(
+            (e) => isWrongType((e.cause as { message?: unknown } | undefined) ?? e) || /WRONGTYPE/.test(e.message),
+            () => Effect.fail(new CheckpointDecodeError({ id, message: `Stored checkpoint ${JSON.stringify(id)} is not a string value` }))
           ),
-          Effect.flatMap((text) => text === null ? Effect.succeedNone : Effect.asSome(Checkpoint.decode(text, id)))
+          Effect.flatMap((text) =>
+            text === null ? Effect.succeedNone : Effect.asSome(CheckpointBackend.decodeDocument(text, id))
+          )
         ),
       list: (executionId, afterVersion, limit) =>
-        read(
-          "list",
-          executionId,
-          false,
-          afterVersion === -Infinity ? "-inf" : `(${afterVersion}`,
-          limit === undefined || limit > Checkpoint.MAX_VERSION ? -1 : limit
+        read("list", executionId, false, afterVersion === -Infinity ? "-inf" : `(${afterVersion}`, limit ?? -1),
+      latest: (executionId) => Effect.map(read("latest", executionId, true, "+inf", 1), (found) => Option.fromNullable(found[0])),
+      delete: (id) => Effect.asVoid(run("delete", "ecpDelete", [id])),
+      clear: (executionId) => Effect.asVoid(run("clear", "ecpClear", [executionId])),
+      prune: (executionId, keep) => Effect.map(run("prune", "ecpPrune", [executionId, String(keep)]), Number),
+      saveWrites: (checkpointId, taskId, writes, options) =>
+        Effect.flatMap(
+          run("saveWrites", "ecpSaveWrites", [
+            checkpointId,
+            taskId,
+            options.owner ?? "",
+            options.patch === undefined ? "0" : "1",
+            ...patchArgs(options.patch),
+            String(options.now),
+            ttlArg,
+            ...writes.flatMap((w) => [w.key, w.json])
+          ]),
+          (reply): Effect.Effect<void, CheckpointNotFound | CheckpointConflict | LeaseLost | CheckpointStoreError> => {
+            const r = Array.isArray(reply) ? reply as Array<unknown> : []
+            switch (Number(r[0])) {
+              case 0:
+                return Effect.void
+              case 1:
+                return Effect.fail(new CheckpointNotFound({ id: checkpointId }))
+              case 2:
+                return Effect.fail(CheckpointBackend.conflict.writeTaken(
+                  { checkpointId, executionId: String(r[1]), version: Number(r[2]) },
+                  taskId,
+                  String(r[3])
+                ))
+              case 4:
+                return Effect.fail(CheckpointBackend.leaseLost(String(r[1]), options.owner ?? "", r[2] ? String(r[2]) : undefined))
+            }
+            return Effect.fail(storeError(BACKEND, "saveWrites", new Error(`unexpected reply: ${JSON.stringify(reply)}`)))
+          }
         ),
-      latest: (executionId) =>
-        Effect.map(read("latest", executionId, true, "+inf", 1), (found) => Option.fromNullable(found[0])),
-      listExecutions,
-      delete: (id) => Effect.asVoid(run("delete", SCRIPTS.delete, [checkpointKey(id)], [id])),
-      clear: (executionId) =>
-        Effect.asVoid(run("clear", SCRIPTS.clear, [executionKey(executionId), executionsKey], [executionId])),
-      prune: (executionId, keep) =>
-        Effect.map(
-          run("prune", SCRIPTS.prune, [executionKey(executionId), executionsKey], [executionId, String(keep)]),
-          (removed) => typeof removed === "number" ? removed : Number(removed)
-        )
+      listWrites: (checkpointId) =>
+        Effect.flatMap(plainRead("listWrites", () => client.hgetall(layout.writes(checkpointId))), (fields) => {
+          const rows: Array<{ taskId: string; key: string; seq: number; text: string }> = []
+          for (const [field, value] of Object.entries(fields)) {
+            const bar = field.indexOf("|")
+            const colon = value.indexOf(":")
+            if (bar < 0) continue
+            rows.push({
+              taskId: field.slice(0, bar),
+              key: field.slice(bar + 1),
+              seq: colon < 0 ? Number.NaN : Number(value.slice(0, colon)),
+              text: colon < 0 ? value : value.slice(colon + 1)
+            })
+          }
+          rows.sort((a, b) => a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : a.seq - b.seq)
+          const out: Array<CheckpointStore.TaskWrite> = []
+          for (const row of rows) {
+            const parsed = Number.isNaN(row.seq)
+              ? Either.left(new CheckpointDecodeError({ id: checkpointId, message: `Stored task write ${row.taskId}/${row.key} of checkpoint ${JSON.stringify(checkpointId)} is not valid` }))
+              : CheckpointBackend.parseJson(row.text, checkpointId, `task write ${row.taskId}/${row.key}`)
+            if (Either.isLeft(parsed)) return Effect.fail(parsed.left)
+            out.push({ taskId: row.taskId, key: row.key, value: parsed.right as Checkpoint.Json })
+          }
+          return Effect.succeed(out)
+        }),
+      getExecution: (executionId) =>
+        Effect.flatMap(
+          plainRead("getExecution", () => client.hmget(layout.record(executionId), ...RECORD_FIELDS)),
+          (values) =>
+            values.every((v) => v === null)
+              ? Effect.succeedNone
+              : Effect.asSome(Either.match(recordFrom([executionId, ...values], 0), {
+                onLeft: (e): Effect.Effect<CheckpointStore.ExecutionRecord, CheckpointDecodeError> => Effect.fail(e),
+                onRight: (r) => Effect.succeed(r)
+              }))
+        ),
+      listExecutions: (query) =>
+        Effect.flatMap(
+          runRead("listExecutions", "ecpListExecutions", [
+            String(query.limit),
+            query.after === undefined ? "" : String(query.after.updatedAt),
+            query.after?.executionId ?? "",
+            query.updatedBefore === undefined ? "" : String(query.updatedBefore),
+            query.updatedAfter === undefined ? "" : String(query.updatedAfter),
+            ...(query.statuses ?? [])
+          ]),
+          decodeRecords
+        ),
+      updateExecution: (executionId, patch, options) =>
+        Effect.flatMap(
+          run("updateExecution", "ecpUpdate", [
+            executionId,
+            options.owner ?? "",
+            options.holds ? "1" : "0",
+            options.expect === undefined ? "" : String(options.expect.latestVersion),
+            options.expect?.latestCheckpointId ?? "",
+            String(options.now),
+            ttlArg,
+            ...patchArgs(patch)
+          ]),
+          (reply): Effect.Effect<
+            CheckpointStore.ExecutionRecord,
+            ExecutionNotFound | CheckpointConflict | LeaseLost | CheckpointStoreError
+          > => {
+            const r = Array.isArray(reply) ? reply as Array<unknown> : []
+            switch (Number(r[0])) {
+              case 0:
+                return Either.match(recordFrom(r, 1), {
+                  onLeft: (e) => Effect.fail(storeError(BACKEND, "updateExecution", e)),
+                  onRight: (record) => Effect.succeed(record)
+                })
+              case 1:
+                return Effect.fail(new ExecutionNotFound({ executionId }))
+              case 3:
+                return Effect.fail(CheckpointBackend.conflict.expectationFailed({ executionId, latestVersion: options.expect?.latestVersion ?? 0 }, Number(r[1])))
+              case 4:
+                return Effect.fail(CheckpointBackend.leaseLost(executionId, options.owner ?? "", r[1] ? String(r[1]) : undefined))
+            }
+            return Effect.fail(storeError(BACKEND, "updateExecution", new Error(`unexpected reply: ${JSON.stringify(reply)}`)))
+          }
+        ),
+      claim: ({ limit, now, owner, ttlMs }) =>
+        Effect.flatMap(
+          run("claim", "ecpClaim", [owner, String(ttlMs), String(limit), String(now), ttlArg]),
+          (reply) => Effect.mapError(decodeRecords(reply), (e) => storeError(BACKEND, "claim", e))
+        ),
+      sweep: ({ before, force }) =>
+        Effect.suspend(() => {
+          let removed = 0
+          let skip = 0
+          let going = true
+          return Effect.zipRight(
+            Effect.whileLoop({
+              while: () => going,
+              body: () => run("sweep", "ecpSweep", [String(before), force ? "1" : "0", String(SWEEP_BATCH), String(skip)]),
+              step: (reply) => {
+                const r = Array.isArray(reply) ? reply.map(Number) : [0, 0, 0]
+                removed += r[0] ?? 0
+                skip += r[1] ?? 0
+                going = r[2] === 1
+              }
+            }),
+            Effect.sync(() => removed)
+          )
+        }),
+      blobs: {
+        load: (executionId, hashes) =>
+          hashes.length === 0
+            ? Effect.succeed(new Map<string, string>())
+            : Effect.map(plainRead("load", () => client.hmget(layout.blobs(executionId), ...hashes)), (values) => {
+              const out = new Map<string, string>()
+              hashes.forEach((h, i) => {
+                const v = values[i]
+                if (typeof v === "string") out.set(h, v)
+              })
+              return out
+            })
+      }
+    }
+    return CheckpointBackend.make(backend, {
+      ...(ttl > 0 ? { ttl: Duration.millis(ttl) } : {}),
+      ...(options.largeValues === undefined ? {} : { largeValues: options.largeValues })
     })
   })
 
@@ -597,7 +624,7 @@ const makeWith = (
 export const make = (
   client: Redis,
   options: StoreOptions = {}
-): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> => {
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier | InvalidOption> => {
   const password = client.options.password
   return makeWith(client, options, {
     secrets: typeof password === "string" && password.length > 0 ? [password] : [],
@@ -620,12 +647,12 @@ const urlSecrets = (url: string): Array<string> => {
 }
 
 /** A new client of our own (not connected yet), with the secrets to redact and a way to read its last error. */
-const newClient = (options: Options): Effect.Effect<{ readonly client: Redis } & ClientContext, CheckpointStoreError> =>
+const newClient = (
+  options: Options
+): Effect.Effect<{ readonly client: Redis } & ClientContext, CheckpointStoreError | InvalidOption> =>
   Effect.gen(function*() {
-    const connectTimeout = timeoutMillis("connectTimeout", options.connectTimeout, 5_000)
-    if (typeof connectTimeout === "string") return yield* Effect.fail(configError(connectTimeout))
-    const commandTimeout = timeoutMillis("commandTimeout", options.commandTimeout, 5_000)
-    if (typeof commandTimeout === "string") return yield* Effect.fail(configError(commandTimeout))
+    const connectTimeout = yield* timeoutMillis("connectTimeout", options.connectTimeout, 5_000)
+    const commandTimeout = yield* timeoutMillis("commandTimeout", options.commandTimeout, 5_000)
     const given = "url" in options && options.url !== undefined
       ? (Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url)
       : undefined
@@ -647,7 +674,6 @@ const newClient = (options: Options): Effect.Effect<{ readonly client: Redis } &
       // When the connection drops, every command sent or queued on it fails at once (a dead server
       // fails fast), and is never sent again by ioredis: a save that may have run must not run twice
       // (it would report a conflict with itself). The store sends a dropped READ once more itself.
-      // A command issued while reconnecting waits for that one reconnection.
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
       connectionName: options.connectionName ?? "effect-checkpoint",
@@ -704,16 +730,16 @@ const acquire = (options: Options) =>
 /**
  * A Redis store on a client it creates, connects, and quits when the layer's
  * scope closes (the reference's `NewRedisCheckpointStore`). Building the layer
- * fails with `InvalidIdentifier` for a bad prefix and `CheckpointStoreError`
- * (operation `"connect"`) when Redis cannot be reached; no error ever contains
- * the password.
+ * fails with `InvalidIdentifier` for a bad prefix, `InvalidOption` for a bad
+ * ttl or timeout, and `CheckpointStoreError` (operation `"connect"`) when
+ * Redis cannot be reached; no error ever contains the password.
  *
  * @example
  * ```ts
  * import { Effect } from "effect"
  * import { RedisStore } from "effect-checkpoint/redis"
  *
- * const StoreLive = RedisStore.layer({ url: "redis://localhost:6379/0", prefix: "myapp:", ttl: "1 hour" })
+ * const StoreLive = RedisStore.layer({ url: "redis://localhost:6379/0", prefix: "myapp:", ttl: "7 days" })
  * program.pipe(Effect.provide(StoreLive))
  * ```
  *
@@ -722,15 +748,14 @@ const acquire = (options: Options) =>
  */
 export const layer = (
   options: Options = {}
-): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =>
+): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier | InvalidOption> =>
   Layer.scoped(
     CheckpointStore.CheckpointStore,
     Effect.gen(function*() {
       // Refuse a bad prefix or ttl before opening a connection.
       const prefixError = checkPrefix(options.prefix ?? "")
       if (prefixError !== undefined) return yield* Effect.fail(prefixError)
-      const ttl = ttlMillis(options.ttl)
-      if (typeof ttl === "string") return yield* Effect.fail(configError(ttl))
+      yield* ttlMillis(options.ttl)
       const owned = yield* acquire(options)
       return yield* makeWith(owned.client, options, owned)
     })
@@ -755,68 +780,85 @@ export const layer = (
 export const layerClient = (
   client: Redis,
   options: StoreOptions = {}
-): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =>
+): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier | InvalidOption> =>
   Layer.effect(CheckpointStore.CheckpointStore, make(client, options))
+
+/**
+ * {@link layer} with its options read from a `Config`: a missing or malformed
+ * value fails the layer with the `ConfigError` itself.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { RedisStore } from "effect-checkpoint/redis"
+ *
+ * const StoreLive = RedisStore.layerConfigWith(
+ *   Config.all({ url: Config.redacted("MY_REDIS_URL"), prefix: Config.succeed("myapp:") })
+ * )
+ * ```
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConfigWith = (
+  config: Config.Config<Options>
+): Layer.Layer<
+  CheckpointStore.CheckpointStore,
+  CheckpointStoreError | InvalidIdentifier | InvalidOption | ConfigError.ConfigError
+> => Layer.unwrapEffect(Effect.map(config, layer))
+
+/** A URL (or `host:port`) with a separate password and db filling what the URL leaves out. */
+const urlOf = (addr: string, password: Option.Option<Redacted.Redacted<string>>, db: Option.Option<number>) => {
+  const url = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(addr) ? addr : `redis://${addr}`
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return Either.left(
+      ConfigError.InvalidData(["REDIS_ADDR"], `not host:port or a redis:// URL: ${addr.replace(/:[^:@/]*@/, ":***@")}`)
+    )
+  }
+  if (Option.isSome(password) && parsed.password === "") parsed.password = encodeURIComponent(Redacted.value(password.value))
+  if (Option.isSome(db) && (parsed.pathname === "" || parsed.pathname === "/")) parsed.pathname = `/${db.value}`
+  return Either.right(Redacted.make(parsed.toString()))
+}
 
 /**
  * {@link layer} configured from `Config` (the reference's example reads
  * `REDIS_ADDR`):
  *
  * | name | default | |
+ * |---|---|---|
  * | `REDIS_ADDR` | `localhost:6379` | `host:port`, or a `redis://` / `rediss://` URL |
  * | `REDIS_PASSWORD` | none | read as `Redacted` |
  * | `REDIS_DB` | `0` | the database number |
  * | `REDIS_PREFIX` | `""` | the key prefix |
- * | `REDIS_TTL` | none | a duration (`"1 hour"`); none = keys never expire |
+ * | `REDIS_TTL` | none | a duration (`"7 days"`); none = keys never expire |
  *
  * A URL's own password and database win over `REDIS_PASSWORD` and `REDIS_DB`.
- * A config error fails the layer with `CheckpointStoreError` (operation
- * `"config"`).
+ * A missing or malformed value fails the layer with the `ConfigError` itself.
+ * For other names, see {@link layerConfigWith}.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig: Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =
-  Layer.unwrapEffect(
-    Effect.map(
-      Config.all({
-        addr: Config.string("REDIS_ADDR").pipe(Config.withDefault("localhost:6379")),
-        password: Config.option(Config.redacted("REDIS_PASSWORD")),
-        db: Config.option(Config.integer("REDIS_DB")),
-        prefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("")),
-        ttl: Config.option(Config.duration("REDIS_TTL"))
-      }).pipe(Effect.mapError((e) => storeError(BACKEND, "config", e))),
-      ({ addr, db, password, prefix, ttl }) =>
-        layerUrl(addr, {
-          prefix,
-          ...(Option.isSome(password) ? { password: password.value } : {}),
-          ...(Option.isSome(db) ? { db: db.value } : {}),
-          ...(Option.isSome(ttl) ? { ttl: ttl.value } : {})
-        })
+export const layerConfig: Layer.Layer<
+  CheckpointStore.CheckpointStore,
+  CheckpointStoreError | InvalidIdentifier | InvalidOption | ConfigError.ConfigError
+> = layerConfigWith(
+  Config.all({
+    addr: Config.string("REDIS_ADDR").pipe(Config.withDefault("localhost:6379")),
+    password: Config.option(Config.redacted("REDIS_PASSWORD")),
+    db: Config.option(Config.integer("REDIS_DB")),
+    prefix: Config.string("REDIS_PREFIX").pipe(Config.withDefault("")),
+    ttl: Config.option(Config.duration("REDIS_TTL"))
+  }).pipe(
+    Config.mapOrFail(({ addr, db, password, prefix, ttl }) =>
+      Either.map(urlOf(addr, password, db), (url): Options => ({
+        url,
+        prefix,
+        ...(Option.isSome(ttl) ? { ttl: ttl.value } : {})
+      }))
     )
   )
-
-/** A URL (or `host:port`) plus separate password/db that fill what the URL leaves out. */
-const layerUrl = (
-  addr: string,
-  extra: StoreOptions & { readonly password?: Redacted.Redacted<string>; readonly db?: number }
-) => {
-  const hasScheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(addr)
-  const url = hasScheme ? addr : `redis://${addr}`
-  let parsed: URL | undefined
-  try {
-    parsed = new URL(url)
-  } catch {
-    parsed = undefined
-  }
-  if (parsed === undefined) {
-    return Layer.fail(configError(`REDIS_ADDR is not host:port or a redis:// URL: ${addr.replace(/:[^:@/]*@/, ":***@")}`))
-  }
-  if (extra.password !== undefined && parsed.password === "") parsed.password = encodeURIComponent(Redacted.value(extra.password))
-  if (extra.db !== undefined && (parsed.pathname === "" || parsed.pathname === "/")) parsed.pathname = `/${extra.db}`
-  return layer({
-    url: Redacted.make(parsed.toString()),
-    prefix: extra.prefix,
-    ttl: extra.ttl
-  })
-}
+)

@@ -66,10 +66,11 @@ export const makeRunner = <S>(engine: Engine<S>) => {
     taskId: string,
     writes: ReadonlyArray<{ readonly key: string; readonly value: Checkpoint.Json }>,
     execution: CheckpointStore.ExecutionPatch | undefined,
-    wait: boolean
+    wait: boolean,
+    superseded = false
   ): Effect.Effect<void, SaveFailed> =>
     Effect.suspend(() => {
-      const item: Item = { _tag: "Writes", checkpointId: b.id, taskId, writes, execution }
+      const item: Item = { _tag: "Writes", checkpointId: b.id, taskId, writes, execution, superseded }
       if (!b.saved) {
         b.buffered.push(item)
         return Effect.void
@@ -80,6 +81,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       )
     })
 
+  const sync = options.durability === "sync"
   const stepSave = (run: Run<S>) => saving ? saveBoundary(run, options.durability === "sync") : Effect.void
 
   // --- a superstep -----------------------------------------------------------
@@ -183,11 +185,12 @@ export const makeRunner = <S>(engine: Engine<S>) => {
         finishedEvent(run, task, update, false)
         return Effect.succeed(update)
       }
-      // Each finished task's update is saved at once: a sibling's failure or a crash does not lose it.
+      // Each finished task's update is saved at once: a sibling's failure or a crash does not lose it
+      // (unless the superstep's checkpoint is queued first: it holds the update; see the save queue).
       const value = codec.encodeUpdate(update, task.node)
       if (Either.isLeft(value)) return Effect.fail(value.left)
       return Effect.as(
-        writeTask(run, b, task.id, [{ key: "update", value: value.right }], undefined, options.durability === "sync"),
+        writeTask(run, b, task.id, [{ key: "update", value: value.right }], undefined, sync, !sync),
         update
       ).pipe(Effect.tap(() => finishedEvent(run, task, update, false)))
     })

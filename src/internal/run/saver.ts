@@ -5,7 +5,9 @@
  * they land in that order, written by one save fiber at a time: consecutive
  * checkpoints together (one `saveMany`), each task's writes with one
  * `saveWrites`. So what a crash leaves is always a gap-free prefix of the run,
- * and a task write never arrives before its checkpoint.
+ * and a task write never arrives before its checkpoint. A task's update that
+ * nobody waits for (not `"sync"`) and that is still queued when the checkpoint
+ * after its superstep is queued is not written: that checkpoint holds it.
  *
  * Every checkpoint write is conditional on the checkpoint before it (version
  * and id), so a run never writes over a history that moved under it (another
@@ -77,6 +79,12 @@ export type Item =
     readonly taskId: string
     readonly writes: ReadonlyArray<{ readonly key: string; readonly value: Checkpoint.Json }>
     readonly execution: CheckpointStore.ExecutionPatch | undefined
+    /**
+     * A task's update, nobody waiting for it: when the checkpoint that
+     * follows its superstep is queued before it was written, it is not
+     * written at all — that checkpoint holds the update.
+     */
+    readonly superseded?: boolean | undefined
   }
 
 interface Entry {
@@ -140,13 +148,15 @@ class SaveQueue implements Saver {
   /**
    * Who writes: `"idle"`; `"scheduled"`: a fiber was forked but has not
    * started (whoever comes first — that fiber, or a run that must wait anyway
-   * — does the writing; `token` tells the fiber whether it still should); or
-   * `"running"` with the fiber.
+   * — does the writing; `token` tells the fiber whether it still should);
+   * `"running"` with the fiber; or `"inline"`: a caller that waits for its
+   * save writes in its own fiber (`done` completes when it stops). Exactly one
+   * writer at a time, so items land in the order they were handed over.
    */
   private writer: typeof idle | { readonly _tag: "scheduled"; readonly token: object } | {
     readonly _tag: "running"
     readonly fiber: Fiber.RuntimeFiber<void>
-  } = idle
+  } | { readonly _tag: "inline"; readonly done: Deferred.Deferred<void> } = idle
 
   constructor(private readonly options: SaverOptions) {
     this.landedAt = { ...options.start }
@@ -250,20 +260,53 @@ class SaveQueue implements Saver {
     })
   }
 
-  /** The next batch: every consecutive checkpoint at the head, or one writes item. */
-  private takeBatch(): Array<Entry> {
+  /**
+   * The next batch: every consecutive checkpoint at the head, or one writes
+   * item. Task updates at the head that a queued checkpoint already holds
+   * (see `superseded`) are settled without a write; `undefined` when nothing
+   * is left.
+   */
+  private takeBatch(): Array<Entry> | undefined {
     const pending = this.pending
-    if (pending[0]!.item._tag === "Writes") return pending.splice(0, 1)
+    if (pending[0]!.item._tag === "Writes") {
+      if (this.supersedes()) {
+        const dropped: Array<Entry> = []
+        while (pending.length > 0) {
+          const head = pending[0]!
+          if (head.item._tag !== "Writes" || head.item.superseded !== true || head.done !== undefined) break
+          dropped.push(pending.shift()!)
+        }
+        if (pending.length === 0) return undefined
+        if (dropped.length > 0) return this.takeBatch()
+      }
+      return pending.splice(0, 1)
+    }
     let n = 1
     while (n < pending.length && pending[n]!.item._tag === "Checkpoint") n++
     return pending.splice(0, n)
   }
 
-  /** Writes everything pending, batch after batch, until nothing is left or a write fails. */
+  /** Whether a checkpoint is queued: the superstep of every task update before it is done. */
+  private supersedes(): boolean {
+    for (let i = this.pending.length - 1; i > 0; i--) if (this.pending[i]!.item._tag === "Checkpoint") return true
+    return false
+  }
+
+  /** The writer stops (in the same step as it saw nothing left, so an item handed over later starts a new one). */
+  private stopWriting(): void {
+    const writer = this.writer
+    this.writer = idle
+    if (writer._tag === "inline") Deferred.unsafeDone(writer.done, Exit.void)
+  }
+
+  /** Writes everything pending, batch after batch, until nothing is left or a write fails; then stops writing. */
   private flushAll(): Effect.Effect<void> {
     return Effect.suspend(() => {
-      if (this.pending.length === 0) return Effect.void
-      const batch = this.takeBatch()
+      const batch = this.pending.length === 0 ? undefined : this.takeBatch()
+      if (batch === undefined) {
+        this.stopWriting()
+        return Effect.void
+      }
       this.flying = batch[0]!.madeAt
       return Effect.matchCauseEffect(this.writeItem(batch), {
         onFailure: (cause) => {
@@ -271,6 +314,7 @@ class SaveQueue implements Saver {
           this.fail(cause)
           // Nothing after a failed save may land: drop the rest, so what is stored stays a gap-free prefix.
           const dropped = this.pending.splice(0, this.pending.length)
+          this.stopWriting()
           return this.settle([...batch, ...dropped], Exit.failCause(cause))
         },
         onSuccess: () => {
@@ -287,13 +331,18 @@ class SaveQueue implements Saver {
       const writer = this.writer
       if (writer._tag !== "scheduled" || writer.token !== token) return Effect.void
       this.writer = { _tag: "running", fiber: fiber as Fiber.RuntimeFiber<void> }
-      return Effect.ensuring(this.flushAll(), Effect.sync(() => this.writer = idle))
+      return Effect.ensuring(
+        this.flushAll(),
+        Effect.sync(() => {
+          if (this.writer._tag === "running" && this.writer.fiber === fiber) this.writer = idle
+        })
+      )
     })
   }
 
   /** Writes what is pending in this fiber, whole (an interruption never cuts a save). */
   private flushHere(): Effect.Effect<void> {
-    this.writer = idle
+    this.writer = { _tag: "inline", done: Deferred.unsafeMake<void>(undefined as never) }
     return Effect.uninterruptible(this.flushAll())
   }
 
@@ -308,30 +357,30 @@ class SaveQueue implements Saver {
           return Effect.zipRight(this.flushHere(), this.drain)
         case "running":
           return Effect.zipRight(Fiber.await(writer.fiber), this.drain)
+        case "inline":
+          return Effect.zipRight(Deferred.await(writer.done), this.drain)
       }
     })
   }
 
-  private failedEffect(): Effect.Effect<void, WriteError> {
-    return Effect.suspend(() => this.failed === undefined ? Effect.void : Effect.failCause(this.failed.cause))
-  }
-
   enqueue(item: Item, madeAt: number, wait: boolean): Effect.Effect<void, WriteError> {
     if (this.failed !== undefined) return Effect.failCause(this.failed.cause)
-    if (wait && this.writer._tag !== "running") {
-      // Nobody is writing: write it (and anything pending before it) here.
-      this.pending.push({ item, madeAt, done: undefined })
-      return Effect.suspend(() => Effect.zipRight(this.flushHere(), this.failedEffect()))
+    if (wait) {
+      const done = Deferred.unsafeMake<void, WriteError>(undefined as never)
+      this.pending.push({ item, madeAt, done })
+      return Effect.suspend(() => {
+        const writer = this.writer._tag
+        // Nobody is writing: write it (and anything pending before it) here.
+        return writer === "idle" || writer === "scheduled"
+          ? Effect.zipRight(this.flushHere(), Deferred.await(done))
+          : Deferred.await(done)
+      })
     }
-    const done = wait ? Deferred.unsafeMake<void, WriteError>(undefined as never) : undefined
-    this.pending.push({ item, madeAt, done })
-    let start: Effect.Effect<void> = Effect.void
-    if (this.writer._tag === "idle") {
-      const token = {}
-      this.writer = { _tag: "scheduled", token }
-      start = Effect.asVoid(Effect.forkDaemon(this.forked(token)))
-    }
-    return done === undefined ? start : Effect.zipRight(start, Deferred.await(done))
+    this.pending.push({ item, madeAt, done: undefined })
+    if (this.writer._tag !== "idle") return Effect.void
+    const token = {}
+    this.writer = { _tag: "scheduled", token }
+    return Effect.asVoid(Effect.forkDaemon(this.forked(token)))
   }
 
   bound(olderThan: number): Effect.Effect<void> | undefined {
