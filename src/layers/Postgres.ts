@@ -26,13 +26,22 @@
  */
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Config, type ConfigError, type Duration, Effect, Layer, Redacted } from "effect"
+import { Cause, Config, type ConfigError, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import * as CheckpointBackend from "../CheckpointBackend.js"
-import type { CheckpointStoreError, InvalidIdentifier } from "../CheckpointError.js"
+import type { CheckpointStoreError, InvalidIdentifier, InvalidOption } from "../CheckpointError.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import { checkSqlName, invalid } from "../internal/identifier.js"
 import { sqlBackend } from "../internal/sql/backend.js"
-import { BACKEND, describe, ensureSchema, pgDialect, secretsOf, secretsOfClient } from "../internal/sql/postgres.js"
+import { queryTimeoutOption } from "../internal/sql/pgDeadline.js"
+import {
+  BACKEND,
+  describe,
+  ensureSchema,
+  pgDialect,
+  secretsOf,
+  secretsOfClient,
+  withConnection
+} from "../internal/sql/postgres.js"
 import * as Schema from "../internal/sql/schema.js"
 import { storeError } from "../internal/storeError.js"
 
@@ -80,6 +89,24 @@ export interface ClientOptions {
   readonly ttl?: Duration.DurationInput | undefined
   /** Large state values stored once per execution (see `CheckpointBackend.MakeOptions`); `false`: whole states. */
   readonly largeValues?: CheckpointBackend.MakeOptions["largeValues"]
+  /**
+   * How long a statement may go without an answer from PostgreSQL (default
+   * 10 seconds; a positive, finite duration, else the layer fails with
+   * `InvalidOption` before connecting). When it passes — a network partition,
+   * a frozen server, a proxy that stalls — the operation fails with
+   * `CheckpointStoreError` and its connection is closed, never handed out
+   * again. Each operation runs on a connection of its own, and an interrupt
+   * (`Effect.timeout`, `Fiber.interrupt`) also closes the connection of the
+   * operation it stops. It bounds the wait for a connection from the pool too
+   * when the pool has no `connectTimeout` of its own ({@link layerClient}).
+   *
+   * A statement that is slow rather than unanswered is stopped the same way,
+   * on the client's side: set it above your slowest expected operation (a
+   * large `saveMany` runs one statement per 5,000 rows). The server may
+   * finish a statement whose connection was closed; with autocommit such a
+   * save may then be written.
+   */
+  readonly queryTimeout?: Duration.DurationInput | undefined
 }
 
 /**
@@ -166,8 +193,13 @@ const checkNames = (options: ClientOptions): InvalidIdentifier | undefined => {
  */
 export const make = (
   options: ClientOptions = {}
-): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier, SqlClient.SqlClient> =>
-  Effect.flatMap(SqlClient.SqlClient, (client) => makeWith(client, options, secretsOfClient(client), false))
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier | InvalidOption, SqlClient.SqlClient> =>
+  Effect.flatMap(SqlClient.SqlClient, (client) => {
+    // A pool of yours: waiting for one of its connections is bounded by its connectTimeout, else by queryTimeout.
+    const connectTimeout = PgClient.TypeId in client ? (client as PgClient.PgClient).config.connectTimeout : undefined
+    const acquireTimeout = connectTimeout === undefined ? undefined : Option.getOrUndefined(Duration.decodeUnknown(connectTimeout))
+    return makeWith(client, options, secretsOfClient(client), false, acquireTimeout)
+  })
 
 /**
  * The store on `client`. `ownClient`: the client is the store's own ({@link layer}), so a
@@ -177,11 +209,13 @@ const makeWith = (
   client: SqlClient.SqlClient,
   options: ClientOptions,
   secrets: ReadonlyArray<string>,
-  ownClient: boolean
-): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier> =>
+  ownClient: boolean,
+  acquireTimeout: Duration.Duration | undefined
+): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier | InvalidOption> =>
   Effect.gen(function*() {
     const nameError = checkNames(options)
     if (nameError !== undefined) return yield* Effect.fail(nameError)
+    const queryTimeout = yield* queryTimeoutOption(options.queryTimeout)
     const isPg = client.onDialectOrElse({ pg: () => true, orElse: () => false })
     if (!isPg) {
       return yield* Effect.fail(
@@ -190,8 +224,10 @@ const makeWith = (
     }
     const sql = client.withoutTransforms()
     const tables = Schema.tablesFor(options.tableName ?? DEFAULT_TABLE, options.schema)
-    const dialect = pgDialect({ sql, tables, secrets, ownClient, asyncCommit: options.synchronousCommit === "off" })
-    yield* ensureSchema(sql, dialect, options.schema, tables).pipe(
+    const connection = { sql, ownClient, queryTimeout, acquireTimeout: acquireTimeout ?? queryTimeout }
+    const dialect = pgDialect({ ...connection, tables, secrets, asyncCommit: options.synchronousCommit === "off" })
+    // One bounded operation, as every other.
+    yield* withConnection(connection)(ensureSchema(sql, dialect, options.schema, tables)).pipe(
       Effect.catchTag("SqlError", (e) => Effect.fail(storeError(BACKEND, "schema", describe(e), secrets)))
     )
     return CheckpointBackend.make(sqlBackend(dialect, tables), { ttl: options.ttl, largeValues: options.largeValues })
@@ -228,7 +264,7 @@ const makeWith = (
  */
 export const layerClient = (
   options: ClientOptions = {}
-): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier, SqlClient.SqlClient> =>
+): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier | InvalidOption, SqlClient.SqlClient> =>
   Layer.effect(CheckpointStore.CheckpointStore, make(options))
 
 /**
@@ -258,15 +294,18 @@ export const layerClient = (
  */
 export const layer = (
   options: Options
-): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> => {
+): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier | InvalidOption> => {
   const nameError = checkNames(options)
   if (nameError !== undefined) return Layer.fail(nameError)
+  const queryTimeout = queryTimeoutOption(options.queryTimeout)
+  if (Either.isLeft(queryTimeout)) return Layer.fail(queryTimeout.left)
+  const connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT
   const url = Redacted.isRedacted(options.url) ? options.url : Redacted.make(options.url)
   const secrets = secretsOf(Redacted.value(url))
   const client = PgClient.layer({
     url,
     applicationName: options.applicationName ?? DEFAULT_APPLICATION_NAME,
-    connectTimeout: options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT,
+    connectTimeout,
     maxConnections: options.maxConnections
   }).pipe(
     Layer.catchAllCause((cause) =>
@@ -277,7 +316,10 @@ export const layer = (
   )
   return Layer.effect(
     CheckpointStore.CheckpointStore,
-    Effect.flatMap(SqlClient.SqlClient, (sql) => makeWith(sql, options, secrets, true))
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) => makeWith(sql, options, secrets, true, Option.getOrUndefined(Duration.decodeUnknown(connectTimeout)))
+    )
   ).pipe(Layer.provide(client))
 }
 
@@ -310,8 +352,10 @@ export const layer = (
  */
 export const layerConfigWith = (
   config: Config.Config<Options>
-): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier | ConfigError.ConfigError> =>
-  Layer.unwrapEffect(Effect.map(config, layer))
+): Layer.Layer<
+  CheckpointStore.CheckpointStore,
+  CheckpointStoreError | InvalidIdentifier | InvalidOption | ConfigError.ConfigError
+> => Layer.unwrapEffect(Effect.map(config, layer))
 
 /**
  * {@link layer} with its connection string read from `Config`:
@@ -324,5 +368,5 @@ export const layerConfigWith = (
  */
 export const layerConfig: Layer.Layer<
   CheckpointStore.CheckpointStore,
-  CheckpointStoreError | InvalidIdentifier | ConfigError.ConfigError
+  CheckpointStoreError | InvalidIdentifier | InvalidOption | ConfigError.ConfigError
 > = layerConfigWith(Config.all({ url: Config.redacted("POSTGRES_CONN_STRING") }))

@@ -26,10 +26,9 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
-import type { SqlError } from "@effect/sql/SqlError"
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
-import { CheckpointStoreError, InvalidOption } from "../../CheckpointError.js"
-import { storeError } from "../storeError.js"
+import { SqlError } from "@effect/sql/SqlError"
+import { Cause, Clock, Context, Duration, Effect, Either, Exit, Fiber, Option, Scope } from "effect"
+import { InvalidOption } from "../../CheckpointError.js"
 
 /** The default of `queryTimeout`. */
 export const DEFAULT_QUERY_TIMEOUT: Duration.Duration = Duration.seconds(10)
@@ -53,20 +52,19 @@ const pgOf = (conn: Connection): PgLike | undefined => {
  * `queryTimeout` as given by a user: a positive, finite duration (default {@link DEFAULT_QUERY_TIMEOUT}),
  * else `InvalidOption`.
  */
-export const queryTimeoutOption = (input: Duration.DurationInput | undefined): Effect.Effect<Duration.Duration, InvalidOption> =>
-  Effect.suspend(() => {
-    if (input === undefined) return Effect.succeed(DEFAULT_QUERY_TIMEOUT)
-    const decoded = Duration.decodeUnknown(input)
-    const ms = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : Number.NaN
-    return Option.isSome(decoded) && Number.isFinite(ms) && ms > 0
-      ? Effect.succeed(decoded.value)
-      : Effect.fail(
-        new InvalidOption({
-          option: "queryTimeout",
-          message: `queryTimeout must be a positive, finite duration, got ${describeInput(input)}`
-        })
-      )
-  })
+export const queryTimeoutOption = (input: Duration.DurationInput | undefined): Either.Either<Duration.Duration, InvalidOption> => {
+  if (input === undefined) return Either.right(DEFAULT_QUERY_TIMEOUT)
+  const decoded = Duration.decodeUnknown(input)
+  const ms = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : Number.NaN
+  return Option.isSome(decoded) && Number.isFinite(ms) && ms > 0
+    ? Either.right(decoded.value)
+    : Either.left(
+      new InvalidOption({
+        option: "queryTimeout",
+        message: `queryTimeout must be a positive, finite duration, got ${describeInput(input)}`
+      })
+    )
+}
 
 const describeInput = (input: unknown): string => {
   try {
@@ -80,14 +78,10 @@ const describeInput = (input: unknown): string => {
  * What an operation runs with.
  */
 export interface DeadlineOptions {
-  /** The store's backend name in errors (e.g. `"postgres"`). */
-  readonly backend: string
   /** How long one statement may go without an answer. */
   readonly queryTimeout: Duration.Duration
   /** How long to wait for a connection from the pool (default: `queryTimeout`). */
   readonly acquireTimeout?: Duration.Duration | undefined
-  /** Secrets to keep out of error messages. */
-  readonly secrets?: ReadonlyArray<string> | undefined
 }
 
 /** The connection of the running operation, for {@link transaction}. */
@@ -108,12 +102,12 @@ const withinReal = <A, E, R>(effect: Effect.Effect<A, E, R>, d: Duration.Duratio
 /**
  * Runs `effect` (the statements of one store operation) on a connection of its own under the deadline;
  * see the module header. Failures of `effect` are kept, except that any failure after a deadline passed
- * becomes the deadline's `CheckpointStoreError`.
+ * becomes a `SqlError` saying so (the store maps it to `CheckpointStoreError` as any other, with its
+ * operation's name): "no answer from PostgreSQL within 10s (queryTimeout); the connection was closed".
  */
 export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions) => {
-  const { backend, queryTimeout } = options
+  const { queryTimeout } = options
   const acquireTimeout = options.acquireTimeout ?? queryTimeout
-  const secrets = options.secrets ?? []
   const timeoutMs = Math.max(1, Math.ceil(Duration.toMillis(queryTimeout)))
 
   /** Reserves a connection in a scope of its own (closing the scope releases it). */
@@ -139,12 +133,11 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
    */
   const runOn = <A, E, R>(
     restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>,
-    operation: string,
     conn: Connection,
     depth: number,
     joined: boolean,
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<Exit.Exit<A, E | CheckpointStoreError>, never, R> =>
+  ): Effect.Effect<Exit.Exit<A, E | SqlError>, never, R> =>
     Effect.gen(function*() {
       const pg = pgOf(conn)
       let timedOut = false
@@ -183,7 +176,7 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
             Effect.flatMap(Option.match({
               onNone: () => {
                 timedOut = true
-                return Effect.fail(deadlineError(operation, "the operation was interrupted"))
+                return Effect.fail(deadlineError("the operation was interrupted"))
               },
               onSome: Effect.succeed
             }))
@@ -191,7 +184,7 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
           : restore(body)
       )
       const result = yield* Effect.exit(restore(Fiber.await(child)))
-      let exit: Exit.Exit<A, E | CheckpointStoreError>
+      let exit: Exit.Exit<A, E | SqlError>
       if (Exit.isSuccess(result)) {
         exit = result.value
       } else {
@@ -202,7 +195,7 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
         exit = result as Exit.Exit<never>
       }
       if (Exit.isFailure(exit) && timedOut && !Exit.isInterrupted(exit) && pg !== undefined) {
-        exit = Exit.fail(deadlineError(operation, "the connection was closed"))
+        exit = Exit.fail(deadlineError("the connection was closed"))
       }
       if (Exit.isFailure(exit) && (Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))) {
         // An interrupted or dead operation may leave its connection in any state (a transaction, a
@@ -213,17 +206,13 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
       return exit
     })
 
-  const deadlineError = (operation: string, outcome: string) =>
-    new CheckpointStoreError({
-      backend,
-      operation,
-      message: `${backend} ${operation} failed: no answer from PostgreSQL within ${
-        Duration.format(queryTimeout)
-      } (queryTimeout); ${outcome}`
+  const deadlineError = (outcome: string) =>
+    new SqlError({
+      message: `no answer from PostgreSQL within ${Duration.format(queryTimeout)} (queryTimeout); ${outcome}`
     })
 
-  return (operation: string, options?: { readonly join?: boolean | undefined }) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | CheckpointStoreError, R> =>
+  return (options?: { readonly join?: boolean | undefined }) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         // --- joining a transaction of the caller's: its connection, which is not ours to release ------
@@ -231,7 +220,7 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
           const tx = yield* Effect.serviceOption(SqlClient.TransactionConnection)
           if (Option.isSome(tx)) {
             const [conn, depth] = tx.value
-            return yield* yield* runOn(restore, operation, conn, depth, true, effect)
+            return yield* yield* runOn(restore, conn, depth, true, effect)
           }
         }
 
@@ -245,22 +234,14 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
         if (Option.isNone(waited.value)) {
           yield* discardLate(acquiring)
           return yield* Effect.fail(
-            new CheckpointStoreError({
-              backend,
-              operation,
-              message: `${backend} ${operation} failed: no connection from the pool within ${
-                Duration.format(acquireTimeout)
-              }`
-            })
+            new SqlError({ message: `no connection from the pool within ${Duration.format(acquireTimeout)}` })
           )
         }
         const acquired = waited.value.value
-        if (Exit.isFailure(acquired)) {
-          return yield* Effect.fail(storeError(backend, operation, Cause.squash(acquired.cause), secrets))
-        }
+        if (Exit.isFailure(acquired)) return yield* Effect.failCause(acquired.cause)
         const { conn, scope } = acquired.value
         // --- the statements, each within queryTimeout; then the connection goes back (or is dropped) --
-        const exit = yield* runOn(restore, operation, conn, 0, false, effect)
+        const exit = yield* runOn(restore, conn, 0, false, effect)
         yield* Scope.close(scope, Exit.void)
         return yield* exit
       })
@@ -278,6 +259,12 @@ const closePg = (pg: PgLike | undefined) => {
     // already closed
   }
 }
+
+/** Whether the running operation joined a transaction of the caller's (false outside {@link withDeadline}). */
+export const inCallersTransaction: Effect.Effect<boolean> = Effect.map(
+  Effect.serviceOption(Reserved),
+  Option.match({ onNone: () => false, onSome: (r) => r.joined })
+)
 
 /**
  * `effect` in a transaction on the operation's own connection (`BEGIN` … `COMMIT`, `ROLLBACK` when it

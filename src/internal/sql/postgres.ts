@@ -6,12 +6,13 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Option, Redacted } from "effect"
+import { type Duration, Effect, Option, Redacted } from "effect"
 import * as Checkpoint from "../../Checkpoint.js"
 import { CheckpointEncodeError, type CheckpointStoreError } from "../../CheckpointError.js"
 import type { Encoded } from "../../CheckpointBackend.js"
 import { redact, storeError } from "../storeError.js"
 import { type Db, type Dialect, numbered, type ParamType, type Row } from "./dialect.js"
+import { inCallersTransaction, transaction, withDeadline } from "./pgDeadline.js"
 import { dropDerived, migrations, migrationsTable, schemaVersion, type Tables } from "./schema.js"
 
 export const BACKEND = "postgres"
@@ -187,22 +188,31 @@ export interface PgOptions {
   readonly ownClient: boolean
   /** `synchronous_commit = off` for the transactions of saves. */
   readonly asyncCommit: boolean
+  /** How long a statement may go without an answer before its connection is closed (see `pgDeadline.ts`). */
+  readonly queryTimeout: Duration.Duration
+  /** How long an operation may wait for a connection from the pool. */
+  readonly acquireTimeout: Duration.Duration
 }
 
 /**
- * Every PostgreSQL operation of the store runs through this one function.
+ * Every PostgreSQL operation of the store runs through this one function:
+ * on a connection of its own, every statement under `queryTimeout` (a stalled
+ * connection is closed and the operation fails with a `SqlError` saying so),
+ * a caller's interrupt closing the connection (see `pgDeadline.ts`). Use
+ * `transaction` from there for a transaction, not `sql.withTransaction`.
+ *
  * On the store's own client it never runs on a transaction of the caller's:
  * `@effect/sql` runs a statement on whatever `TransactionConnection` the fiber
  * has, and with `layer` that one belongs to another client. With
- * `layerClient`, joining it is the point.
+ * `layerClient`, joining it is the point (then the operation runs on that
+ * transaction's connection, under the same deadline).
  */
-export const withConnection = (options: Pick<PgOptions, "ownClient">) => <A, E>(op: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-  options.ownClient
-    ? Effect.flatMap(
-      Effect.serviceOption(SqlClient.TransactionConnection),
-      (tx) => Option.isNone(tx) ? op : Effect.mapInputContext(op, Context.omit(SqlClient.TransactionConnection))
-    )
-    : op
+export const withConnection = (
+  options: Pick<PgOptions, "sql" | "ownClient" | "queryTimeout" | "acquireTimeout">
+): <A, E>(op: Effect.Effect<A, E>) => Effect.Effect<A, E | SqlError> => {
+  const deadline = withDeadline(options.sql, options)({ join: !options.ownClient })
+  return (op) => deadline(op)
+}
 
 const NOW = "floor(extract(epoch FROM clock_timestamp()) * 1000)::float8"
 
@@ -224,7 +234,7 @@ export const pgDialect = (options: PgOptions): Dialect => {
   const lockTexts = [lockText(false, false), lockText(false, true), lockText(true, false), lockText(true, true)]
   /** A save may commit asynchronously: with `synchronousCommit: "off"`, and never inside a transaction of the app's. */
   const commitsAsync: Effect.Effect<boolean> = asyncCommit
-    ? Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isNone)
+    ? Effect.map(inCallersTransaction, (joined) => !joined)
     : Effect.succeed(false)
   return {
     name: BACKEND,
@@ -271,7 +281,8 @@ export const pgDialect = (options: PgOptions): Dialect => {
     read: (body) => run(body(db)),
     write: (executions, _given, body, save) =>
       run(Effect.flatMap(save === true ? commitsAsync : Effect.succeed(false), (async) =>
-        sql.withTransaction(
+        transaction(
+          sql,
           Effect.flatMap(
             db.all(
               lockTexts[(executions.length > 0 ? 2 : 0) + (async ? 1 : 0)]!,
@@ -322,7 +333,7 @@ export const ensureSchema = (
     const seen = yield* probe
     if (seen.versions_exists && seen.table_exists && (yield* recorded) === schemaVersion) return
 
-    yield* sql.withTransaction(Effect.gen(function*() {
+    yield* transaction(sql, Effect.gen(function*() {
       yield* sql.unsafe(
         `SELECT pg_advisory_xact_lock(hashtext('effect-checkpoint'), hashtext(coalesce($1::text, current_schema(), '')))`,
         [schema ?? null]
