@@ -8,7 +8,8 @@ import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, ManagedRuntime, Redacted, Schedule } from "effect"
 import { afterAll, beforeAll } from "vitest"
-import { CheckpointStoreError, InvalidOption } from "../src/CheckpointError.js"
+import { SqlError } from "@effect/sql/SqlError"
+import { InvalidOption } from "../src/CheckpointError.js"
 import { DEFAULT_QUERY_TIMEOUT, queryTimeoutOption, transaction, withDeadline } from "../src/internal/sql/pgDeadline.js"
 import { type TcpProxy, tcpProxy } from "./fixtures/tcp-proxy.js"
 
@@ -67,6 +68,7 @@ describe("queryTimeoutOption", () => {
       expect(DEFAULT_QUERY_TIMEOUT).toEqual(Duration.seconds(10))
       expect(Duration.toMillis(yield* queryTimeoutOption("250 millis"))).toBe(250)
       expect(Duration.toMillis(yield* queryTimeoutOption(1500))).toBe(1500)
+      expect(Duration.toMillis(yield* queryTimeoutOption(Duration.seconds(2)))).toBe(2000)
     }))
 
   it.effect("refuses zero, negative, infinite, NaN and garbage with InvalidOption", () =>
@@ -83,35 +85,33 @@ describe("withDeadline", () => {
   it.scopedLive("runs every statement of an operation on one connection, which goes back to the pool", () =>
     Effect.gen(function*() {
       const { sql } = yield* through({ maxConnections: 3 })
-      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.seconds(5) })
-      const [a, b] = yield* op("read")(Effect.all([pidOf(sql), pidOf(sql)]))
+      const op = withDeadline(sql, { queryTimeout: Duration.seconds(5) })
+      const [a, b] = yield* op()(Effect.all([pidOf(sql), pidOf(sql)]))
       expect(a).toBe(b)
       // Statements of concurrent operations each stay on their own connection.
       const pairs = yield* Effect.all(
-        Array.from({ length: 3 }, () => op("read")(Effect.all([pidOf(sql), Effect.sleep("20 millis"), pidOf(sql)]))),
+        Array.from({ length: 3 }, () => op()(Effect.all([pidOf(sql), Effect.sleep("20 millis"), pidOf(sql)]))),
         { concurrency: "unbounded" }
       )
       for (const [x, , y] of pairs) expect(x).toBe(y)
       // A healthy connection is reused.
       const one = yield* through()
-      const op1 = withDeadline(one.sql, { backend: "postgres", queryTimeout: Duration.seconds(5) })
-      expect(yield* op1("read")(pidOf(one.sql))).toBe(yield* op1("read")(pidOf(one.sql)))
+      const op1 = withDeadline(one.sql, { queryTimeout: Duration.seconds(5) })
+      expect(yield* op1()(pidOf(one.sql))).toBe(yield* op1()(pidOf(one.sql)))
     }), BOUND)
 
   it.scopedLive("a stall after the connection was handed out fails typed within queryTimeout and closes it", () =>
     Effect.gen(function*() {
       const { proxy, sql } = yield* through()
-      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.millis(500) })
+      const op = withDeadline(sql, { queryTimeout: Duration.millis(500) })
       let pid = 0
-      const error = yield* op("load")(Effect.gen(function*() {
+      const error = yield* op()(Effect.gen(function*() {
         pid = yield* pidOf(sql)
         yield* stalls(proxy)
         return yield* pidOf(sql)
       })).pipe(Effect.flip)
-      expect(error).toBeInstanceOf(CheckpointStoreError)
-      const e = error as CheckpointStoreError
-      expect(e.operation).toBe("load")
-      expect(e.backend).toBe("postgres")
+      expect(error).toBeInstanceOf(SqlError)
+      const e = error as SqlError
       expect(e.message).toMatch(/no answer from PostgreSQL within 500ms \(queryTimeout\); the connection was closed/)
       expect(JSON.stringify(e)).not.toContain(PASSWORD)
       expect(String(e)).not.toContain(PASSWORD)
@@ -120,42 +120,41 @@ describe("withDeadline", () => {
       expect(proxy.open()).toBe(0)
       // Network back: a fresh connection works (the closed one was not returned to the pool of one).
       proxy.resume()
-      const next = yield* op("load")(pidOf(sql))
+      const next = yield* op()(pidOf(sql))
       expect(next).not.toBe(pid)
     }), BOUND)
 
   it.scopedLive("a stalled connection handed out by the pool fails the next operation, and only that one", () =>
     Effect.gen(function*() {
       const { proxy, sql } = yield* through()
-      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.millis(300) })
-      const pid = yield* op("load")(pidOf(sql))
+      const op = withDeadline(sql, { queryTimeout: Duration.millis(300) })
+      const pid = yield* op()(pidOf(sql))
       proxy.stall()
-      const error = yield* Effect.flip(op("latest")(pidOf(sql)))
+      const error = yield* Effect.flip(op()(pidOf(sql)))
       expect(error.message).toContain("(queryTimeout)")
       yield* backendGone(pid)
       proxy.resume()
-      expect(yield* op("latest")(pidOf(sql))).not.toBe(pid)
+      expect(yield* op()(pidOf(sql))).not.toBe(pid)
     }), BOUND)
 
   it.scopedLive("the wait for a connection is bounded; one that arrives late is closed", () =>
     Effect.gen(function*() {
       const { proxy, sql } = yield* through()
       const op = withDeadline(sql, {
-        backend: "postgres",
         queryTimeout: Duration.seconds(5),
         acquireTimeout: Duration.millis(300)
       })
-      yield* op("load")(pidOf(sql))
+      yield* op()(pidOf(sql))
       // The pooled connection breaks; the new one's handshake stalls (the pool has no connect timeout).
       proxy.cut()
       proxy.stall()
       yield* Effect.sleep("50 millis")
-      const error = yield* Effect.flip(op("load")(pidOf(sql)))
-      expect(error).toBeInstanceOf(CheckpointStoreError)
+      const error = yield* Effect.flip(op()(pidOf(sql)))
+      expect(error).toBeInstanceOf(SqlError)
       expect(error.message).toMatch(/no connection from the pool within 300ms/)
       proxy.resume()
       // The late connection is closed, and the pool of one still serves the next operation.
-      yield* op("load")(pidOf(sql))
+      yield* op()(pidOf(sql))
       expect(proxy.accepted()).toBe(3)
       yield* Effect.sync(() => proxy.open()).pipe(
         Effect.filterOrFail((n) => n === 1),
@@ -168,9 +167,9 @@ describe("withDeadline", () => {
     Effect.gen(function*() {
       const { proxy, sql } = yield* through()
       // A deadline far away: only the interrupt can end the operation.
-      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.minutes(10) })
+      const op = withDeadline(sql, { queryTimeout: Duration.minutes(10) })
       const started = yield* Deferred.make<number>()
-      const fiber = yield* Effect.fork(op("save")(Effect.gen(function*() {
+      const fiber = yield* Effect.fork(op()(Effect.gen(function*() {
         yield* Deferred.succeed(started, yield* pidOf(sql))
         yield* stalls(proxy)
         return yield* pidOf(sql)
@@ -181,15 +180,15 @@ describe("withDeadline", () => {
       expect(Exit.isInterrupted(exit)).toBe(true)
       yield* backendGone(pid)
       proxy.resume()
-      expect(yield* op("load")(pidOf(sql))).not.toBe(pid)
+      expect(yield* op()(pidOf(sql))).not.toBe(pid)
     }), BOUND)
 
   it.scopedLive("a caller's Effect.timeout is honoured while a statement waits on the server", () =>
     Effect.gen(function*() {
       const { proxy, sql } = yield* through()
-      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.minutes(10) })
+      const op = withDeadline(sql, { queryTimeout: Duration.minutes(10) })
       let pid = 0
-      const result = yield* op("save")(Effect.gen(function*() {
+      const result = yield* op()(Effect.gen(function*() {
         pid = yield* pidOf(sql)
         yield* sql.unsafe("SELECT pg_sleep(600)")
       })).pipe(Effect.timeout("300 millis"), Effect.flip)
@@ -198,7 +197,7 @@ describe("withDeadline", () => {
       expect(proxy.open()).toBe(0)
       yield* query("SELECT pg_terminate_backend($1)", [pid])
       yield* backendGone(pid)
-      expect(yield* op("load")(pidOf(sql))).not.toBe(pid)
+      expect(yield* op()(pidOf(sql))).not.toBe(pid)
     }), BOUND)
 })
 
@@ -206,41 +205,41 @@ describe("transaction", () => {
   it.scopedLive("commits, rolls back on failure, and writes nothing when COMMIT stalls", () =>
     Effect.gen(function*() {
       const { proxy, sql } = yield* through()
-      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.millis(500) })
+      const op = withDeadline(sql, { queryTimeout: Duration.millis(500) })
       const insert = (n: number) => sql.unsafe(`INSERT INTO "${SCHEMA}".t VALUES ($1)`, [n])
-      yield* op("saveMany")(transaction(sql, Effect.all([insert(1), insert(2)])))
+      yield* op()(transaction(sql, Effect.all([insert(1), insert(2)])))
       expect(yield* rows).toEqual([1, 2])
       // A failure inside rolls back, and the connection stays usable (same backend afterwards).
-      const pid = yield* op("load")(pidOf(sql))
-      const failed = yield* op("saveMany")(transaction(sql, Effect.zipRight(insert(3), insert(1)))).pipe(Effect.flip)
+      const pid = yield* op()(pidOf(sql))
+      const failed = yield* op()(transaction(sql, Effect.zipRight(insert(3), insert(1)))).pipe(Effect.flip)
       expect(failed._tag).toBe("SqlError")
       expect(yield* rows).toEqual([1, 2])
-      expect(yield* op("load")(pidOf(sql))).toBe(pid)
+      expect(yield* op()(pidOf(sql))).toBe(pid)
       // Stalled at COMMIT: the deadline closes the connection, the server rolls back.
-      const error = yield* op("saveMany")(
+      const error = yield* op()(
         transaction(sql, Effect.all([insert(4), insert(5), stalls(proxy)]))
       ).pipe(Effect.flip)
-      expect(error).toBeInstanceOf(CheckpointStoreError)
+      expect(error).toBeInstanceOf(SqlError)
       expect(error.message).toContain("(queryTimeout)")
       yield* backendGone(pid)
       proxy.resume()
       expect(yield* rows).toEqual([1, 2])
-      yield* op("saveMany")(transaction(sql, insert(6)))
+      yield* op()(transaction(sql, insert(6)))
       expect(yield* rows).toEqual([1, 2, 6])
     }).pipe(Effect.ensuring(query(`DELETE FROM "${SCHEMA}".t`))), BOUND)
 
   it.scopedLive("join: inside the caller's transaction, on its connection (a savepoint), under the deadline", () =>
     Effect.gen(function*() {
       const { proxy, sql } = yield* through({ maxConnections: 2 })
-      const op = withDeadline(sql, { backend: "postgres", queryTimeout: Duration.millis(500) })
+      const op = withDeadline(sql, { queryTimeout: Duration.millis(500) })
       const insert = (n: number) => sql.unsafe(`INSERT INTO "${SCHEMA}".t VALUES ($1)`, [n])
       // Joined: same connection, rolled back with the caller's transaction.
       const outcome = yield* sql.withTransaction(Effect.gen(function*() {
         const mine = yield* pidOf(sql)
-        const theirs = yield* op("save", { join: true })(transaction(sql, Effect.zipRight(insert(10), pidOf(sql))))
+        const theirs = yield* op({ join: true })(transaction(sql, Effect.zipRight(insert(10), pidOf(sql))))
         expect(theirs).toBe(mine)
         // Not joined: a connection of its own, committed on its own.
-        const own = yield* op("save")(Effect.zipRight(insert(11), pidOf(sql)))
+        const own = yield* op()(Effect.zipRight(insert(11), pidOf(sql)))
         expect(own).not.toBe(mine)
         return yield* Effect.fail("abort" as const)
       })).pipe(Effect.flip)
@@ -252,11 +251,11 @@ describe("transaction", () => {
       const stalled = yield* sql.withTransaction(Effect.gen(function*() {
         yield* pidOf(sql)
         yield* stalls(proxy)
-        opError = yield* Effect.flip(op("save", { join: true })(insert(12)))
+        opError = yield* Effect.flip(op({ join: true })(insert(12)))
         return yield* Effect.fail(opError)
       })).pipe(Effect.sandbox, Effect.flip)
-      expect(opError).toBeInstanceOf(CheckpointStoreError)
-      expect((opError as CheckpointStoreError).message).toContain("(queryTimeout); the connection was closed")
+      expect(opError).toBeInstanceOf(SqlError)
+      expect((opError as SqlError).message).toContain("(queryTimeout); the connection was closed")
       expect(Cause.isEmpty(stalled)).toBe(false)
       proxy.resume()
       expect(yield* rows).toEqual([11])
