@@ -32,12 +32,15 @@ import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
 import * as PostgresStore from "../src/layers/Postgres.js"
 import { recordStatements } from "./fixtures/sql-statements.js"
+import { tcpProxy } from "./fixtures/tcp-proxy.js"
 import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "../src/testing.js"
 
 const URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const RUN = `ec_pg_test_${process.pid}_${Date.now().toString(36)}`
-/** The schema most tests use. Every schema this file makes starts with RUN. */
+/** The schema most tests use. Every schema this file makes starts with RUN, except STALL_SCHEMA. */
 const SCHEMA = RUN
+/** The schema of the stall tests (queryTimeout), dropped at the end too. */
+const STALL_SCHEMA = `ec_pgto_${process.pid}_${Date.now().toString(36)}`
 
 const store = CheckpointStore.CheckpointStore
 
@@ -57,6 +60,7 @@ afterAll(async () => {
       [RUN, RUN.length]
     )
     for (const { name } of schemas) yield* query(`DROP SCHEMA "${name}" CASCADE`)
+    yield* query(`DROP SCHEMA IF EXISTS "${STALL_SCHEMA}" CASCADE`)
   }))
   await admin.dispose()
 })
@@ -1140,4 +1144,245 @@ describe("PostgresStore", () => {
         expect(left).toEqual([{ n: 0 }])
       }))
   })
+})
+
+// -----------------------------------------------------------------------------
+// A connection that stops answering (queryTimeout)
+// -----------------------------------------------------------------------------
+
+/** Generous bound of a step that would hang without the deadline: hitting it fails the test, it never hangs the suite. */
+const bounded = <A, E, R>(what: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(effect, { duration: "30 seconds", onTimeout: () => new Error(`${what} hung`) }).pipe(Effect.orDie)
+
+/** A store on a fresh table of STALL_SCHEMA, through a proxy that can stall; both closed with the scope. */
+const stallable = (options: Partial<PostgresStore.Options> = {}) =>
+  Effect.gen(function*() {
+    const net = yield* tcpProxy(pgTarget)
+    const tableName = freshName("stall")
+    const context = yield* Layer.build(PostgresStore.layer({
+      url: withPassword(net.port),
+      schema: STALL_SCHEMA,
+      tableName,
+      queryTimeout: "700 millis",
+      connectTimeout: "700 millis",
+      ...options
+    }))
+    return { net, tableName, store: Context.get(context, store), context }
+  })
+
+/** What the store holds of `executionId`: checkpoint versions, task writes, and the record's latest version. */
+const storedOf = (tableName: string, executionId: string) =>
+  Effect.gen(function*() {
+    const names = PostgresStore.tableNames(tableName)
+    const t = (name: string) => `"${STALL_SCHEMA}"."${name}"`
+    const versions = yield* query<{ version: number }>(
+      `SELECT version FROM ${t(names.checkpoints)} WHERE execution_id = $1 ORDER BY version`,
+      [executionId]
+    )
+    const writes = yield* query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM ${t(names.writes)} w JOIN ${t(names.checkpoints)} c ON c.id = w.checkpoint_id ` +
+        `WHERE c.execution_id = $1`,
+      [executionId]
+    )
+    const record = yield* query<{ latest_version: number; status: string; lease_owner: string | null }>(
+      `SELECT latest_version, status, lease_owner FROM ${t(names.executions)} WHERE execution_id = $1`,
+      [executionId]
+    )
+    return { versions: versions.map((r) => r.version), writes: writes[0]!.n, record: record[0] }
+  })
+
+const expectStalled = (error: unknown, operation: string) => {
+  // saveMany's failures are named "save", as its other failures.
+  expect(error).toMatchObject({
+    _tag: "CheckpointStoreError",
+    backend: "postgres",
+    operation: operation === "saveMany" ? "save" : operation
+  })
+  // Either the statement got no answer, or (once its connection was closed) a new one could not be opened.
+  expect((error as { message: string }).message).toMatch(
+    /no answer from PostgreSQL within 700ms \(queryTimeout\); the connection was closed|timeout|no connection/
+  )
+  expectNoPassword(error)
+}
+
+describe("PostgresStore: a connection that stops answering (queryTimeout)", () => {
+  it.live("every operation fails with CheckpointStoreError in bounded time, writes nothing, and works again after", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { net, store: s, tableName } = yield* stallable({ maxConnections: 1 })
+      const e = yield* freshExecution("stall")
+      const first = yield* mk(e, 1)
+      yield* s.save(first)
+      yield* s.saveWrites(first.id, "0", [{ key: "k", value: 0 }])
+      const before = yield* storedOf(tableName, e)
+      net.stall()
+      const batch = yield* Effect.forEach([2, 3, 4], (v) => mk(e, v))
+      const operations: ReadonlyArray<readonly [string, Effect.Effect<unknown, unknown>]> = [
+        ["latest", s.latest(e)],
+        ["save", Effect.flatMap(mk(e, 2), (cp) => s.save(cp))],
+        ["saveMany", s.saveMany(batch)],
+        ["saveWrites", s.saveWrites(first.id, "1", [{ key: "k", value: 1 }])],
+        ["load", s.load(first.id)],
+        ["list", s.list(e)],
+        ["listWrites", s.listWrites(first.id)],
+        ["getExecution", s.getExecution(e)],
+        ["listExecutions", s.listExecutions()],
+        ["claim", s.claim({ owner: "stall-worker", ttl: "1 minute", limit: 10 })],
+        ["updateExecution", s.updateExecution(e, { status: "failed" })],
+        ["delete", s.delete(first.id)],
+        ["clear", s.clear(e)],
+        ["prune", s.prune(e, 0)]
+      ]
+      for (const [operation, effect] of operations) {
+        expectStalled(yield* bounded(operation, Effect.flip(effect)), operation)
+      }
+      // The network comes back: nothing was written, and every operation works.
+      net.resume()
+      expect(yield* storedOf(tableName, e)).toEqual(before)
+      expect(Option.map(yield* s.latest(e), view)).toEqual(Option.some(view(first)))
+      yield* s.saveMany(batch)
+      expect((yield* storedOf(tableName, e)).versions).toEqual([1, 2, 3, 4])
+    })), 120_000)
+
+  it.live("a stall right after the connection was handed out: the statement fails within queryTimeout, the connection is closed", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { net, store: s } = yield* stallable({ maxConnections: 1 })
+      const e = yield* freshExecution("stall")
+      yield* s.save(yield* mk(e, 1))
+      const opened = net.accepted()
+      expect(net.open()).toBe(1)
+      net.stall()
+      expectStalled(yield* bounded("latest", Effect.flip(s.latest(e))), "latest")
+      // Closed, not returned to the pool: its proxy pair is gone and the next operation opens a new one.
+      yield* eventually(Effect.sync(() => net.open() === 0))
+      net.resume()
+      expect(Option.isSome(yield* s.latest(e))).toBe(true)
+      expect(net.accepted()).toBe(opened + 1)
+    })), 60_000)
+
+  it.live("a batch stalled at its COMMIT fails typed and writes nothing (the server rolls back)", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { net, store: s, tableName } = yield* stallable()
+      const e = yield* freshExecution("stall")
+      yield* s.save(yield* mk(e, 1))
+      // More rows than one INSERT takes: several statements in one transaction, then COMMIT.
+      const batch = yield* Effect.forEach(Array.from({ length: 1_200 }, (_, i) => i + 2), (v) => mk(e, v))
+      net.stallOn("COMMIT\u0000")
+      const error = yield* bounded("saveMany", Effect.flip(s.saveMany(batch)))
+      expect(error).toMatchObject({ _tag: "CheckpointStoreError", operation: "save" })
+      expect((error as { message: string }).message).toContain("(queryTimeout); the connection was closed")
+      expectNoPassword(error)
+      net.resume()
+      expect((yield* storedOf(tableName, e)).versions).toEqual([1])
+      yield* s.saveMany(batch)
+      expect((yield* storedOf(tableName, e)).versions.length).toBe(1_201)
+    })), 60_000)
+
+  it.live("building the layer while the server does not answer fails typed; it builds once the network is back", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const net = yield* tcpProxy(pgTarget)
+      const tableName = freshName("stall")
+      const url = withPassword(net.port)
+      // layerClient on an app's pool that connected before the stall: the schema check is bounded.
+      const client = yield* Layer.build(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 }))
+      const onClient = PostgresStore.layerClient({ schema: STALL_SCHEMA, tableName, queryTimeout: "700 millis" })
+      net.stall()
+      const viaClient = yield* bounded(
+        "layerClient build",
+        Effect.flip(Effect.provide(store, onClient.pipe(Layer.provide(Layer.succeedContext(client)))))
+      )
+      expect(viaClient).toMatchObject({ _tag: "CheckpointStoreError", operation: "schema" })
+      expectNoPassword(viaClient)
+      // layer, its own pool: bounded by connectTimeout.
+      const own = PostgresStore.layer({ url, schema: STALL_SCHEMA, tableName, queryTimeout: "700 millis", connectTimeout: "700 millis" })
+      const viaLayer = yield* bounded("layer build", Effect.flip(Effect.provide(store, own)))
+      expect(viaLayer).toMatchObject({ _tag: "CheckpointStoreError", operation: "connect" })
+      expectNoPassword(viaLayer)
+      net.resume()
+      yield* Effect.provide(store, onClient.pipe(Layer.provide(Layer.succeedContext(client))))
+      const s = yield* Effect.provide(store, own)
+      const e = yield* freshExecution("stall")
+      yield* Effect.provide(Effect.flatMap(mk(e, 1), (cp) => Effect.flatMap(store, (st) => st.save(cp))), own)
+      expect(Option.isSome(yield* Effect.provide(Effect.flatMap(store, (st) => st.latest(e)), own))).toBe(true)
+      expect(s).toBeDefined()
+    })), 60_000)
+
+  it.live("an invalid queryTimeout fails the layer with InvalidOption before connecting", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const net = yield* tcpProxy(pgTarget)
+      for (const queryTimeout of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, "forever", "-2 seconds", "0 millis"]) {
+        const error = yield* Effect.flip(Effect.provide(
+          store,
+          PostgresStore.layer({ url: withPassword(net.port), schema: STALL_SCHEMA, queryTimeout } as PostgresStore.Options)
+        ))
+        expect(error).toMatchObject({ _tag: "InvalidOption", option: "queryTimeout" })
+        expectNoPassword(error)
+      }
+      expect(net.accepted()).toBe(0)
+      const client = Layer.succeedContext(yield* Layer.build(PgClient.layer({ url: Redacted.make(URL) })))
+      const error = yield* Effect.flip(Effect.provide(
+        store,
+        PostgresStore.layerClient({ schema: STALL_SCHEMA, tableName: freshName("never"), queryTimeout: 0 }).pipe(Layer.provide(client))
+      ))
+      expect(error).toMatchObject({ _tag: "InvalidOption", option: "queryTimeout" })
+    })), 60_000)
+
+  for (const durability of ["sync", "async"] as const) {
+    it.live(`a graph run (${durability}) under Effect.timeout ends typed while the network stalls; Fiber.interrupt completes; the runnable then runs to the end`, () =>
+      Effect.scoped(Effect.gen(function*() {
+        // The engine runs a save uninterruptibly: the caller's timeout or interrupt ends the run once the
+        // save in flight fails (queryTimeout), which it must, instead of waiting forever.
+        const { context, net } = yield* stallable({ queryTimeout: "2 seconds", connectTimeout: "2 seconds" })
+        const State = Schema.Struct({ n: Schema.Int })
+        /** The node that stalls the network when it runs next, and the signal that it did. */
+        let stallIn: { readonly node: string; readonly reached: Deferred.Deferred<void> } | undefined
+        const stallAt = (node: string) =>
+          Effect.map(Deferred.make<void>(), (reached) => {
+            stallIn = { node, reached }
+            return reached
+          })
+        const node = (name: string) => (s: { readonly n: number }) =>
+          Effect.suspend(() => {
+            if (stallIn?.node === name) {
+              net.stall()
+              Deferred.unsafeDone(stallIn.reached, Effect.void)
+              stallIn = undefined
+            }
+            return Effect.succeed({ n: s.n + 1 })
+          })
+        const graph = Graph.make(State).pipe(
+          Graph.addNode("a", node("a")),
+          Graph.addNode("b", node("b")),
+          Graph.addNode("c", node("c")),
+          Graph.addEdge("a", "b"),
+          Graph.addEdge("b", "c"),
+          Graph.addEdge("c", Graph.END),
+          Graph.setEntryPoint("a")
+        )
+        const runnable = yield* Effect.provide(Graph.compileCheckpointable(graph, { durability }), context)
+        const invoke = (executionId: string) => Effect.provide(runnable.invoke({ n: 0 }, { executionId }), context)
+
+        // 1. Effect.timeout: the run ends (typed) instead of hanging.
+        const reachedFirst = yield* stallAt("b")
+        const timedOut = yield* bounded(
+          "invoke under Effect.timeout",
+          Effect.either(invoke(yield* freshExecution("stall")).pipe(Effect.timeout("10 seconds")))
+        )
+        expect(Either.isLeft(timedOut)).toBe(true)
+        expect(["TimeoutException", "CheckpointStoreError"]).toContain((timedOut as Either.Left<{ _tag: string }, unknown>).left._tag)
+        expect(yield* Deferred.isDone(reachedFirst)).toBe(true)
+        net.resume()
+
+        // 2. Fiber.interrupt completes.
+        const reached = yield* stallAt("b")
+        const fiber = yield* Effect.fork(invoke(yield* freshExecution("stall")))
+        yield* Deferred.await(reached)
+        yield* Effect.sleep("100 millis")
+        yield* bounded("Fiber.interrupt", Fiber.interrupt(fiber))
+        net.resume()
+
+        // 3. The same runnable runs to the end.
+        const final = yield* bounded("invoke after", invoke(yield* freshExecution("stall")))
+        expect(final).toEqual({ n: 3 })
+      })), 120_000)
+  }
 })
