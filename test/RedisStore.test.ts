@@ -10,8 +10,10 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { ConfigError, ConfigProvider, Context, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { Redis } from "ioredis"
+import { execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import type * as Checkpoint from "../src/Checkpoint.js"
+import * as CheckpointBackend from "../src/CheckpointBackend.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as RedisStore from "../src/layers/Redis.js"
 import { conformance, freshExecution, mk, StoreTestKit, view } from "../src/testing.js"
@@ -456,4 +458,71 @@ describe("RedisStore layers", () => {
       expect(client.status).toBe("ready")
       yield* Effect.promise(() => client.del(`inner|c|${cp.id}`, `inner|x|${e}`, `inner|r|${e}`, "inner|executions", "inner|due", "inner|i|pending"))
     })))
+})
+
+describe("RedisStore migration from the 0.1.0 layout", () => {
+  const oldKeysOf = (prefix: string) => ({
+    checkpoint: (id: string) => `${prefix}checkpoint:${id}`,
+    execution: (e: string) => `${prefix}execution:${e}:checkpoints`,
+    executions: `${prefix}executions`
+  })
+
+  it.live("a 0.1.0 data set is migrated when the store is built: listed, loaded, with records; foreign keys stay; a second build changes nothing", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const prefix = yield* ownedPrefix
+      const old = oldKeysOf(prefix)
+      const paused = yield* freshExecution("paused")
+      const finished = yield* freshExecution("finished")
+      const cps = [
+        yield* mk(paused, 1),
+        yield* mk(paused, 2),
+        yield* mk(finished, 1),
+        yield* mk(finished, 2, { next: [] })
+      ]
+      const savedAt = Date.UTC(2025, 5, 1)
+      const foreign = yield* mk(paused, 3)
+      yield* Effect.promise(async () => {
+        for (const cp of cps) {
+          const { document } = await Effect.runPromise(CheckpointBackend.encode(cp))
+          await admin.set(old.checkpoint(cp.id), document)
+          await admin.zadd(old.execution(cp.executionId), cp.version, cp.id)
+          await admin.zadd(old.executions, savedAt, cp.executionId)
+        }
+        // An index entry whose document says it belongs elsewhere stays where it is.
+        await admin.set(old.checkpoint(foreign.id), JSON.stringify({ id: foreign.id, executionId: "someone-else" }))
+        await admin.zadd(old.execution(paused), 3, foreign.id)
+      })
+      const s = yield* buildStore(prefix)
+      expect((yield* s.list(paused)).map(view)).toEqual(cps.slice(0, 2).map(view))
+      expect((yield* s.list(finished)).map(view)).toEqual(cps.slice(2).map(view))
+      expect(yield* s.getExecution(paused)).toEqual(Option.some(expect.objectContaining({
+        latestVersion: 2,
+        latestCheckpointId: cps[1]!.id,
+        status: "interrupted",
+        updatedAt: new Date(savedAt),
+        attempts: 0
+      })))
+      expect((yield* s.getExecution(finished)).pipe(Option.map((r) => r.status))).toEqual(Option.some("done"))
+      expect([...idsOf(yield* s.listExecutions())].sort()).toEqual([finished, paused].sort())
+      // Interrupted executions are never claimed by surprise.
+      expect(yield* s.claim({ owner: "w", ttl: "1 minute", limit: 10 })).toEqual([])
+      // The foreign entry stayed in the old layout, untouched; the old executions set is gone.
+      expect(yield* Effect.promise(() => admin.exists(old.checkpoint(foreign.id), old.execution(paused), old.executions))).toBe(2)
+      yield* buildStore(prefix)
+      expect((yield* s.list(paused)).map((c) => c.version)).toEqual([1, 2])
+      yield* Effect.promise(() => admin.del(old.checkpoint(foreign.id), old.execution(paused)))
+    })))
+})
+
+describe("examples/redis.ts", () => {
+  it.live("runs: worker A crashes in step 2, worker B takes over and finishes, and clears what it made", () =>
+    Effect.sync(() => {
+      const out = execFileSync("npx", ["tsx", "examples/redis.ts"], {
+        encoding: "utf8",
+        env: { ...process.env, REDIS_ADDR: TEST_URL },
+        timeout: 60_000
+      })
+      expect(out).toContain("Final step:    3")
+      expect(out).toMatch(/Cleared: 0 checkpoints left/)
+    }), 90_000)
 })
