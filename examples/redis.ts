@@ -17,7 +17,7 @@
  * REDIS_ADDR is `host:port` (default `localhost:6379`) or a `redis://` URL.
  */
 import { Console, Data, Effect, Layer, Option, Schema } from "effect"
-import { CheckpointStore, Graph } from "effect-checkpoint"
+import { type Checkpoint, CheckpointStore, Graph } from "effect-checkpoint"
 import { RedisStore } from "effect-checkpoint/redis"
 import { Redis } from "ioredis"
 
@@ -80,7 +80,7 @@ const secondsLeft = (id: string) =>
   ).pipe(Effect.map((ms) => Math.round(ms / 1000)))
 
 /** Worker B: finds what Worker A left in Redis and finishes the run. */
-const workerB = (executionId: string) =>
+const workerB = (executionId: Checkpoint.ExecutionId) =>
   Effect.gen(function*() {
     const runnable = yield* Graph.compileCheckpointable(graph, config)
     const saved = yield* runnable.listCheckpoints(executionId)
