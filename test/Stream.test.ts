@@ -358,13 +358,17 @@ describe.each(engineStores)("streams on the %s store", (_name, storeLayer) => {
       }
     }))
 
-  test("streamResume of a finished execution: one Finished with its state, nothing runs", () =>
+  test("streamResume of a finished execution: one Finished with its state, nothing runs (an allowed update: its checkpoint first)", () =>
     Effect.gen(function*() {
       const runnable = yield* Graph.compileCheckpointable(linear, { durability: "sync", maxCheckpoints: 0 })
       const e = yield* freshExecution("stream-finished")
       const state = yield* runnable.invoke(input, { executionId: e })
       const events = yield* collect(runnable.streamResume(e))
       expect(events).toEqual([{ _tag: "Finished", executionId: e, state }])
+      // An update of the finished execution (allowed): its checkpoint, then Finished with the edited state.
+      const edited = yield* collect(runnable.streamResume(e, { update: (s) => ({ ...s, n: -1 }), allowFinished: true }))
+      expect(edited.map(show)).toEqual(["saved v5 __update__", "finished"])
+      expect(edited.at(-1)).toEqual({ _tag: "Finished", executionId: e, state: { ...state, n: -1 } })
       const missing = yield* Effect.flip(collect(runnable.streamResume(yield* freshExecution("stream-missing"))))
       expect(missing._tag).toBe("ExecutionNotFound")
     }))

@@ -110,13 +110,18 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
         if (hasAnswer) {
           return yield* new InvalidResume({ executionId, message: `Execution ${JSON.stringify(executionId)} has finished: no interrupt is pending` })
         }
-        if (update === undefined) return state
+        if (update === undefined) {
+          events?.({ _tag: "Finished", executionId, state })
+          return state
+        }
         if (resumeOptions?.allowFinished !== true) return yield* new ExecutionFinished({ executionId, checkpointId: from.id })
         const edited = update(state)
         const chain = { version: from.version, parentId: from.id }
         const cp = yield* makeCheckpoint(chain, executionId, UPDATE, yield* encode(edited, UPDATE), [], metadata, from.runtime)
         yield* store.save(cp, { expect })
         remember(executionId, cp.version, cp.id)
+        events?.({ _tag: "CheckpointSaved", checkpoint: cp })
+        events?.({ _tag: "Finished", executionId, state: edited })
         return edited
       }
       const tasks = (yield* boundaryOf(from, state, true)).tasks
@@ -137,6 +142,7 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
           owner: takeOver ? undefined : owner,
           execution: { status: "running", lease: { owner, ttl: durations.leaseTtl } }
         })
+        events?.({ _tag: "CheckpointSaved", checkpoint: cp })
         // What the tasks saved (steps, updates, pause markers) goes on with the edited checkpoint.
         yield* Effect.forEach(written.byTask, ([taskId, keys]) =>
           store.saveWrites(cp.id, taskId, [...keys].map(([key, value]) => ({ key, value })), { owner }), { discard: true })
