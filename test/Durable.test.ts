@@ -231,7 +231,7 @@ describe.each(engineStores)("durable execution on the %s store", (_name, storeLa
         expect(out.log).toEqual(["prepare", "work:7", "finish"])
       }))
 
-    live("a step whose result encodes to undefined (Schema.Void) is saved and replayed", () =>
+    live("a step whose result encodes to undefined (Schema.Void, Schema.Undefined) is saved as null and replayed as undefined; a null stays null", () =>
       Effect.gen(function*() {
         let sent = 0
         let fail = true
@@ -239,8 +239,10 @@ describe.each(engineStores)("durable execution on the %s store", (_name, storeLa
           Graph.addNode("notify", (s) =>
             Effect.gen(function*() {
               const result = yield* Graph.step("send", Effect.sync(() => void sent++), Schema.Void)
+              const none = yield* Graph.step("none", Effect.sync(() => (sent++, undefined)), Schema.Undefined)
+              const nothing = yield* Graph.step("nothing", Effect.sync(() => (sent++, null)), Schema.NullOr(Schema.Number))
               if (fail) return yield* new Boom({ message: "after sending" })
-              return { log: [...s.log, `sent:${String(result)}`] }
+              return { log: [...s.log, `sent:${String(result)}:${String(none)}:${String(nothing)}`] }
             })),
           Graph.setEntryPoint("notify"),
           Graph.addEdge("notify", Graph.END)
@@ -248,11 +250,11 @@ describe.each(engineStores)("durable execution on the %s store", (_name, storeLa
         const runnable = yield* Graph.compileCheckpointable(graph)
         const exit = yield* Effect.exit(runnable.invoke({ log: [] }, { executionId: "step-void" }))
         expect(failureOf(exit)).toBeInstanceOf(Boom)
-        expect(sent).toBe(1)
+        expect(sent).toBe(3)
         fail = false
         const out = yield* runnable.resume("step-void")
-        expect(sent).toBe(1)
-        expect(out.log).toEqual(["sent:undefined"])
+        expect(sent).toBe(3)
+        expect(out.log).toEqual(["sent:undefined:undefined:null"])
       }))
 
     live("a duplicate step name in one task, or a malformed one, fails with InvalidStep", () =>
