@@ -4,7 +4,7 @@
  * failure, wake-up time), on every store the engine tests run on.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber, Option, Schema, TestClock } from "effect"
+import { Cause, Deferred, type Duration, Effect, Exit, Fiber, Option, Schema, TestClock } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -412,7 +412,7 @@ describe.each(engineStores)("durable execution on the %s store", (_name, storeLa
   // ---------------------------------------------------------------------------
 
   describe("Graph.sleep", () => {
-    const napGraph = (duration: string, woke: { n: number }) =>
+    const napGraph = (duration: Duration.DurationInput, woke: { n: number }) =>
       Graph.make(LogState).pipe(
         Graph.addNode("nap", (s) =>
           Effect.gen(function*() {
