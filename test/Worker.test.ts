@@ -16,7 +16,7 @@ import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
 import * as FileStore from "../src/layers/File.js"
 import { engineStores } from "./fixtures/stores.js"
-import { appendRun, chainGraph, type ChainState } from "./fixtures/worker-graphs.js"
+import { chainGraph } from "./fixtures/worker-graphs.js"
 
 class Boom extends Schema.TaggedError<Boom>()("Boom", { message: Schema.String }) {}
 
@@ -260,3 +260,146 @@ describe.each(engineStores)("the worker on the %s store", (_name, storeLayer) =>
       expect(held.lease).toBeUndefined()
     }))
 })
+
+// -----------------------------------------------------------------------------
+// Across processes (File store)
+// -----------------------------------------------------------------------------
+
+const fixture = (name: string) => path.join(import.meta.dirname, "fixtures", name)
+
+/** A child process running a fixture with tsx, its stdout lines as a queue; SIGKILLed when the scope closes. */
+const child = (file: string, args: ReadonlyArray<string>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const proc = spawn(process.execPath, ["--import", "tsx", fixture(file), ...args], { stdio: ["pipe", "pipe", "pipe"] })
+      const lines: Array<string> = []
+      const waiting: Array<() => void> = []
+      readline.createInterface({ input: proc.stdout! }).on("line", (line) => {
+        lines.push(line)
+        waiting.splice(0).forEach((wake) => wake())
+      })
+      let stderr = ""
+      proc.stderr!.on("data", (d) => stderr += String(d))
+      const nextLine = Effect.async<string, Error>((resume) => {
+        const take = () => {
+          if (lines.length > 0) resume(Effect.succeed(lines.shift()!))
+          else if (proc.exitCode !== null || proc.signalCode !== null) resume(Effect.fail(new Error(`${file} exited: ${stderr}`)))
+          else waiting.push(take)
+        }
+        const onExit = () => take()
+        proc.once("exit", onExit)
+        take()
+        return Effect.sync(() => proc.off("exit", onExit))
+      }).pipe(Effect.timeoutFail({ duration: "60 seconds", onTimeout: () => new Error(`${file}: no line within 60 s (${stderr})`) }))
+      return { proc, nextLine }
+    }),
+    ({ proc }) => kill(proc)
+  )
+
+const kill = (proc: ChildProcess) =>
+  Effect.async<void>((resume) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resume(Effect.void)
+    proc.once("exit", () => resume(Effect.void))
+    proc.kill("SIGKILL")
+  })
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "effect-checkpoint-worker-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+describe("workers in several processes on one File store", () => {
+  it.live("chaos: 30 executions × 8 nodes, 3 worker processes, one SIGKILLed every ~400 ms and restarted", () =>
+    Effect.gen(function*() {
+      const EXECUTIONS = 30
+      const NODES = 8
+      const ROUNDS = 6
+      const root = yield* tempDir
+      const storeDir = path.join(root, "store")
+      const runsDir = path.join(root, "runs")
+      fs.mkdirSync(runsDir)
+      yield* chaos(storeDir, runsDir, { EXECUTIONS, NODES, ROUNDS }).pipe(Effect.provide(FileStore.layer({ directory: storeDir })))
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("two processes claiming at once, 10 rounds: they never get the same execution, and together get all", () =>
+    Effect.gen(function*() {
+      const root = yield* tempDir
+      const claimers = yield* Effect.forEach(["left", "right"], (owner) => child("claim-rounds.ts", [root, owner, "3"]), {
+        concurrency: "unbounded"
+      })
+      for (const c of claimers) expect(yield* c.nextLine).toBe("ready")
+      yield* Effect.gen(function*() {
+        const runnable = yield* Graph.compileCheckpointable(chainGraph(1, () => Effect.void))
+        for (let round = 0; round < 10; round++) {
+          const ids = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `r${round}-${i}`), (id) =>
+            runnable.start({ name: id, done: [] }, { executionId: id }))
+          for (const c of claimers) c.proc.stdin!.write("go\n")
+          const results = (yield* Effect.forEach(claimers, (c) => c.nextLine)).map((line) =>
+            JSON.parse(line) as { owner: string; claimed: Array<string>; errors: Array<string> }
+          )
+          for (const r of results) expect(r.errors).toEqual([])
+          const all = results.flatMap((r) => r.claimed)
+          expect(new Set(all).size).toBe(all.length)
+          expect([...all].sort()).toEqual([...ids].sort())
+          for (const r of results) {
+            for (const id of r.claimed) expect((yield* recordOf(id)).lease?.owner).toBe(r.owner)
+          }
+        }
+      }).pipe(Effect.provide(FileStore.layer({ directory: root })))
+    }).pipe(Effect.scoped), 120_000)
+})
+
+const chaos = (storeDir: string, runsDir: string, { EXECUTIONS, NODES, ROUNDS }: { EXECUTIONS: number; NODES: number; ROUNDS: number }) =>
+  Effect.gen(function*() {
+    const store = yield* CheckpointStore.CheckpointStore
+    const runnable = yield* Graph.compileCheckpointable(chainGraph(NODES, () => Effect.void), { maxCheckpoints: 0 })
+    const names = Array.from({ length: EXECUTIONS }, (_, i) => `e${i}`)
+
+    const start = (slot: number, generation: number) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const owner = `w${slot}-${generation}`
+        const c = yield* Scope.extend(child("worker-process.ts", [storeDir, runsDir, owner, String(NODES), "30"]), scope)
+        return { owner, scope, proc: c.proc, ready: c.nextLine }
+      })
+    const workers = yield* Effect.forEach([0, 1, 2], (slot) => start(slot, 0))
+    yield* Effect.addFinalizer(() => Effect.forEach(workers, (w) => Scope.close(w.scope, Exit.void), { discard: true }))
+    // Every worker is up before the work arrives (so it is spread over them), then the kills begin.
+    for (const w of workers) expect(yield* w.ready).toBe("ready")
+    const ids = yield* Effect.forEach(names, (name) => runnable.start({ name, done: [] }, { executionId: name }))
+
+    let kills = 0
+    let hitInFlight = 0
+    for (let round = 1; round <= ROUNDS; round++) {
+      yield* Effect.sleep(`${300 + Math.floor(Math.random() * 200)} millis`)
+      const slot = Math.floor(Math.random() * workers.length)
+      const victim = workers[slot]!
+      const running = yield* store.listExecutions({ status: "running", limit: 100 })
+      yield* kill(victim.proc)
+      kills++
+      // Work the victim held when it died (its leases were live): it must be taken over and finished.
+      // A restarted worker is not waited for: the next kill may hit it still starting.
+      hitInFlight += running.executions.filter((r) => r.lease?.owner === victim.owner).length
+      yield* Scope.close(victim.scope, Exit.void)
+      workers[slot] = yield* start(slot, round)
+    }
+
+    yield* eventually(statuses(ids), (s) => s.every((x) => x === "done"), "every execution done", 90_000)
+    expect(hitInFlight).toBeGreaterThan(0)
+    for (const name of names) {
+      const cps = yield* runnable.listCheckpoints(name)
+      // Versions contiguous: the input, then one checkpoint per node, each applied once.
+      expect(cps.map((c) => c.version)).toEqual(Array.from({ length: NODES + 1 }, (_, i) => i + 1))
+      expect(cps.map((c) => c.nodeName)).toEqual(["__input__", ...Array.from({ length: NODES }, (_, i) => `n${i + 1}`)])
+      expect(cps.at(-1)!.state).toEqual({ name, done: Array.from({ length: NODES }, (_, i) => i + 1) })
+      // Every node ran, and none more than kills + 1 times.
+      const runs = fs.readFileSync(path.join(runsDir, name), "utf8").trim().split("\n").map(Number)
+      for (let k = 1; k <= NODES; k++) {
+        const n = runs.filter((x) => x === k).length
+        expect(n).toBeGreaterThanOrEqual(1)
+        expect(n).toBeLessThanOrEqual(kills + 1)
+      }
+      const r = yield* recordOf(name)
+      expect(r.lease).toBeUndefined()
+    }
+  }).pipe(Effect.scoped)
