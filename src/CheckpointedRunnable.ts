@@ -515,11 +515,10 @@ export const compileCheckpointable = <S, I, E, R>(
         Effect.flatMap(executionIdOf(executionId), (e) => Effect.zipRight(Effect.sync(() => known.delete(e)), store.clear(e))),
       [ClaimableTypeId]: {
         runClaimed,
+        // One conditional write: a reader never sees `failed` without its failure, and an owner who lost the
+        // execution to another live lease changes nothing.
         markFailed: (executionId, owner, error) =>
-          store.release(executionId, { owner, status: "failed" }).pipe(
-            Effect.zipRight(store.updateExecution(executionId, { failure: failureOf(error) })),
-            Effect.ignore
-          )
+          Effect.ignore(store.updateExecution(executionId, { status: "failed", failure: failureOf(error), lease: null }, { owner }))
       }
     }
     return runnable as CheckpointableRunnable<S, E, Exclude<R, NodeContext>>

@@ -101,4 +101,28 @@ describe("examples", () => {
     expect(out).toMatch(/#1 __input__\n#2 check\n#3 __update__\n#4 ship\n/)
     expect(out.match(/checking book/g)?.length).toBe(1)
   })
+
+  it("worker.ts: a worker process is killed mid-run; a second worker finishes every execution, each node's update once", () => {
+    const out = run("examples/worker.ts")
+    expect(out).toContain("Started 8 executions")
+    expect(out).toContain("=== The worker process was killed (SIGKILL) ===")
+    // The kill hit work in progress: an execution part-way, leased by the dead worker.
+    expect(out).toMatch(/order-\d: running after [1-3] of 4 nodes, leased by worker-pid-\d+, which is dead/)
+    const finished = out.slice(out.indexOf("=== All done ==="))
+    for (let i = 1; i <= 8; i++) {
+      expect(finished).toContain(`order-${i}: reserve → charge → pack → ship (5 checkpoints)`)
+    }
+  })
+
+  it("approval.ts: the draft step runs once; the interrupt is answered from another process", () => {
+    const out = run("examples/approval.ts")
+    expect(out.match(/calling the LLM/g)?.length).toBe(1)
+    expect(out).toMatch(/Interrupted in node "write" \(interrupt [0-9a-f-]{36}\/0000\/0\)/)
+    expect(out).toContain("Execution status: interrupted")
+    const resumed = out.slice(out.indexOf("=== Resume in another process"))
+    expect(resumed).toContain("approved by ada at 2026-12-05T18:00:00.000Z")
+    expect(resumed).not.toContain("calling the LLM")
+    expect(resumed).toContain(`"status":"published"`)
+    expect(resumed).toContain("Execution status: done")
+  })
 })
