@@ -3,7 +3,8 @@
  * leaves failed and interrupted executions alone, wakes sleeping ones when
  * due, renews its leases, gives them back when interrupted, and takes over
  * the executions of dead runs. In process on every engine store; across
- * processes (SIGKILLed workers, concurrent claims) on the File store.
+ * processes (SIGKILLed workers, concurrent claims) on one SQLite file and on
+ * one PostgreSQL schema.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope } from "effect"
@@ -14,8 +15,7 @@ import * as path from "node:path"
 import * as readline from "node:readline"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
-import * as FileStore from "../src/layers/File.js"
-import { engineStores } from "./fixtures/stores.js"
+import { engineStores, layerOfSpec, ownSchema } from "./fixtures/stores.js"
 import { chainGraph } from "./fixtures/worker-graphs.js"
 
 class Boom extends Schema.TaggedError<Boom>()("Boom", { message: Schema.String }) {}
@@ -262,7 +262,7 @@ describe.each(engineStores)("the worker on the %s store", (_name, storeLayer) =>
 })
 
 // -----------------------------------------------------------------------------
-// Across processes (File store)
+// Across processes (SQLite and PostgreSQL)
 // -----------------------------------------------------------------------------
 
 const fixture = (name: string) => path.join(import.meta.dirname, "fixtures", name)
@@ -308,29 +308,32 @@ const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
 )
 
-describe("workers in several processes on one File store", () => {
-  it.live("chaos: 30 executions × 8 nodes, 3 worker processes, one SIGKILLed every ~400 ms and restarted", () =>
-    Effect.gen(function*() {
-      const EXECUTIONS = 30
-      const NODES = 8
-      const ROUNDS = 6
-      const root = yield* tempDir
-      const storeDir = path.join(root, "store")
-      const runsDir = path.join(root, "runs")
-      fs.mkdirSync(runsDir)
-      yield* chaos(storeDir, runsDir, { EXECUTIONS, NODES, ROUNDS }).pipe(Effect.provide(FileStore.layer({ directory: storeDir })))
-    }).pipe(Effect.scoped), 120_000)
+/** A store several processes share: its spec for the children (see `layerOfSpec`), made in a scope that removes it. */
+const sharedStores: ReadonlyArray<readonly [string, Effect.Effect<string, never, Scope.Scope>]> = [
+  ["one SQLite file", Effect.map(tempDir, (dir) => `sqlite:${path.join(dir, "shared.db")}`)],
+  ["one PostgreSQL schema", Effect.map(ownSchema("worker"), (schema) => `postgres:${schema}`)]
+]
 
-  it.live("two processes claiming at once, 10 rounds: they never get the same execution, and together get all", () =>
+describe.each(sharedStores)("workers in several processes on %s", (_, makeSpec) => {
+  it.live("chaos: 60 executions × 10 nodes, 3 worker processes, one SIGKILLed every ~400 ms for 8 rounds and restarted", () =>
     Effect.gen(function*() {
-      const root = yield* tempDir
-      const claimers = yield* Effect.forEach(["left", "right"], (owner) => child("claim-rounds.ts", [root, owner, "3"]), {
-        concurrency: "unbounded"
-      })
-      for (const c of claimers) expect(yield* c.nextLine).toBe("ready")
+      const spec = yield* makeSpec
+      const runsDir = path.join(yield* tempDir, "runs")
+      fs.mkdirSync(runsDir)
+      yield* chaos(spec, runsDir, { EXECUTIONS: 60, NODES: 10, ROUNDS: 8 }).pipe(Effect.provide(layerOfSpec(spec)))
+    }).pipe(Effect.scoped), 150_000)
+
+  it.live("two processes claiming at once, 20 rounds: they never get the same execution, and together get all", () =>
+    Effect.gen(function*() {
+      const spec = yield* makeSpec
       yield* Effect.gen(function*() {
+        // The store's tables exist before the claimers open it.
         const runnable = yield* Graph.compileCheckpointable(chainGraph(1, () => Effect.void))
-        for (let round = 0; round < 10; round++) {
+        const claimers = yield* Effect.forEach(["left", "right"], (owner) => child("claim-rounds.ts", [spec, owner, "3"]), {
+          concurrency: "unbounded"
+        })
+        for (const c of claimers) expect(yield* c.nextLine).toBe("ready")
+        for (let round = 0; round < 20; round++) {
           const ids = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `r${round}-${i}`), (id) =>
             runnable.start({ name: id, done: [] }, { executionId: id }))
           for (const c of claimers) c.proc.stdin!.write("go\n")
@@ -345,11 +348,11 @@ describe("workers in several processes on one File store", () => {
             for (const id of r.claimed) expect((yield* recordOf(id)).lease?.owner).toBe(r.owner)
           }
         }
-      }).pipe(Effect.provide(FileStore.layer({ directory: root })))
+      }).pipe(Effect.provide(layerOfSpec(spec)))
     }).pipe(Effect.scoped), 120_000)
 })
 
-const chaos = (storeDir: string, runsDir: string, { EXECUTIONS, NODES, ROUNDS }: { EXECUTIONS: number; NODES: number; ROUNDS: number }) =>
+const chaos = (storeSpec: string, runsDir: string, { EXECUTIONS, NODES, ROUNDS }: { EXECUTIONS: number; NODES: number; ROUNDS: number }) =>
   Effect.gen(function*() {
     const store = yield* CheckpointStore.CheckpointStore
     const runnable = yield* Graph.compileCheckpointable(chainGraph(NODES, () => Effect.void), { maxCheckpoints: 0 })
@@ -359,7 +362,7 @@ const chaos = (storeDir: string, runsDir: string, { EXECUTIONS, NODES, ROUNDS }:
       Effect.gen(function*() {
         const scope = yield* Scope.make()
         const owner = `w${slot}-${generation}`
-        const c = yield* Scope.extend(child("worker-process.ts", [storeDir, runsDir, owner, String(NODES), "30"]), scope)
+        const c = yield* Scope.extend(child("worker-process.ts", [storeSpec, runsDir, owner, String(NODES), "30"]), scope)
         return { owner, scope, proc: c.proc, ready: c.nextLine }
       })
     const workers = yield* Effect.forEach([0, 1, 2], (slot) => start(slot, 0))

@@ -69,9 +69,10 @@ export const makeRunner = <S>(engine: Engine<S>) => {
     wait: boolean,
     superseded = false
   ): Effect.Effect<void, SaveFailed> =>
-    Effect.suspend(() => {
+    Effect.withFiberRuntime((fiber) => {
       if (execution?.status === "interrupted") run.marksInterrupted = true
-      const item: Item = { _tag: "Writes", checkpointId: b.id, taskId, writes, execution, superseded }
+      const span = fiber.currentSpan
+      const item: Item = { _tag: "Writes", checkpointId: b.id, taskId, writes, execution, superseded, span }
       if (!b.saved) {
         b.buffered.push(item)
         return Effect.void
