@@ -411,6 +411,77 @@ export const derivedStatus = (cp: { readonly next: ReadonlyArray<string> }): Che
   cp.next.length > 0 ? "pending" : "done"
 
 /**
+ * The fields of a stored execution record that the record rules read, as a
+ * backend keeps them in memory (times in epoch ms; absent: `undefined`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface RecordState {
+  readonly latestVersion: number
+  readonly latestCheckpointId: string
+  readonly updatedAt: number
+  readonly status: CheckpointStore.ExecutionStatus
+  readonly wakeAt: number | undefined
+  readonly lease: { readonly owner: string; readonly expiresAt: number } | undefined
+}
+
+/**
+ * Whether an execution's record (`undefined`: none) meets an expectation:
+ * no record meets `latestVersion` 0 only; a record meets its own
+ * `latestVersion` (and `latestCheckpointId`, when the expectation names one).
+ *
+ * @since 0.2.0
+ * @category helpers
+ */
+export const expectationMet = (
+  record: Pick<RecordState, "latestVersion" | "latestCheckpointId"> | undefined,
+  expect: { readonly latestVersion: number; readonly latestCheckpointId?: string | undefined }
+): boolean =>
+  record === undefined
+    ? expect.latestVersion === 0
+    : record.latestVersion === expect.latestVersion &&
+      (expect.latestCheckpointId === undefined || record.latestCheckpointId === expect.latestCheckpointId)
+
+/**
+ * Whether `claim` may take an execution at `now`: no live lease, and
+ * `pending`, `sleeping` with `wakeAt` passed (or none), or `running` (its
+ * lease expired or was released without a status: nobody runs it).
+ *
+ * @since 0.2.0
+ * @category helpers
+ */
+export const isDue = (record: Pick<RecordState, "status" | "wakeAt" | "lease">, now: number): boolean => {
+  if (record.lease !== undefined && record.lease.expiresAt > now) return false
+  switch (record.status) {
+    case "pending":
+    case "running":
+      return true
+    case "sleeping":
+      return record.wakeAt === undefined || record.wakeAt <= now
+    default:
+      return false
+  }
+}
+
+/**
+ * Whether `sweep` removes an execution: not updated since `before`, and,
+ * unless `force`, neither `interrupted` nor `sleeping` nor holding a live
+ * lease at `now`.
+ *
+ * @since 0.2.0
+ * @category helpers
+ */
+export const sweepable = (
+  record: Pick<RecordState, "updatedAt" | "status" | "lease">,
+  options: { readonly before: number; readonly force: boolean; readonly now: number }
+): boolean =>
+  record.updatedAt < options.before &&
+  (options.force ||
+    (record.status !== "interrupted" && record.status !== "sleeping" &&
+      (record.lease === undefined || record.lease.expiresAt <= options.now)))
+
+/**
  * The raw fields of an execution record, as a backend read them (times as
  * epoch ms, `Date` or ISO text; absent fields as `null` or `undefined`).
  *

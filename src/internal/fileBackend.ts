@@ -17,7 +17,16 @@ import { Effect, Either, Option, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import type * as Checkpoint from "../Checkpoint.js"
 import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
-import { conflict, decodeDocument, decodeRecord, leaseProblem, parseJson } from "../CheckpointBackend.js"
+import {
+  conflict,
+  decodeDocument,
+  decodeRecord,
+  expectationMet,
+  isDue,
+  leaseProblem,
+  parseJson,
+  sweepable
+} from "../CheckpointBackend.js"
 import {
   type CheckpointConflict,
   CheckpointDecodeError,
@@ -180,35 +189,6 @@ const patchRecord = (r: StoredRecord, patch: RecordPatch, now: number): StoredRe
     patch,
     now
   )
-
-const expectationMet = (
-  record: StoredRecord | undefined,
-  expect: { readonly latestVersion: number; readonly latestCheckpointId?: string | undefined }
-): boolean =>
-  record === undefined
-    ? expect.latestVersion === 0
-    : record.latestVersion === expect.latestVersion &&
-      (expect.latestCheckpointId === undefined || record.latestCheckpointId === expect.latestCheckpointId)
-
-const isDue = (r: StoredRecord, now: number): boolean => {
-  const free = r.lease === undefined || r.lease.expiresAt <= now
-  if (!free) return false
-  switch (r.status) {
-    case "pending":
-      return true
-    case "sleeping":
-      return r.wakeAt === undefined || r.wakeAt <= now
-    case "running":
-      // Its lease expired (a run died), or it has none (released without a status): nobody runs it.
-      return true
-    default:
-      return false
-  }
-}
-
-const sweepable = (r: StoredRecord, before: number, force: boolean, now: number): boolean =>
-  r.updatedAt < before &&
-  (force || (r.status !== "interrupted" && r.status !== "sleeping" && (r.lease === undefined || r.lease.expiresAt <= now)))
 
 /** `(updatedAt, executionId)` descending. */
 const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
@@ -760,13 +740,13 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
 
   const sweep: Backend["sweep"] = ({ before, force, now }) =>
     Effect.gen(function*() {
-      const candidates = (yield* allRecords(leniently)).filter(([, r]) => sweepable(r, before, force, now))
+      const candidates = (yield* allRecords(leniently)).filter(([, r]) => sweepable(r, { before, force, now }))
       let removed = 0
       for (const [executionId] of candidates) {
         const gone = yield* ifLockable(
           executionId,
           Effect.flatMap(readRecord(executionId), (stored) =>
-            Option.isSome(stored) && sweepable(stored.value, before, force, now)
+            Option.isSome(stored) && sweepable(stored.value, { before, force, now })
               ? Effect.as(removeExecution(executionId), Option.some(true))
               : Effect.succeedNone)
         )
