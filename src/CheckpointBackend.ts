@@ -324,7 +324,7 @@ export interface Backend {
     readonly load: (
       executionId: Checkpoint.ExecutionId,
       hashes: ReadonlyArray<string>
-    ) => Effect.Effect<ReadonlyMap<string, string>, CheckpointStoreError>
+    ) => Effect.Effect<ReadonlyMap<string, string>, CheckpointDecodeError | CheckpointStoreError>
   } | undefined
 }
 
@@ -921,7 +921,16 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
       for (const h of refs) set.add(h)
     }
     return Effect.flatMap(
-      Effect.forEach([...wanted], ([executionId, hashes]) => Effect.map(blobStore.load(executionId, [...hashes]), (found) => [executionId, found] as const)),
+      Effect.forEach([...wanted], ([executionId, hashes]) =>
+        blobStore.load(executionId, [...hashes]).pipe(
+          Effect.map((found) => [executionId, found] as const),
+          // A blob that does not open (encryption): name the checkpoint read (in a list, the first of its execution).
+          Effect.mapError((e) =>
+            e._tag === "CheckpointDecodeError" && e.id === undefined
+              ? new CheckpointDecodeError({ id: cps.find((cp) => cp.executionId === executionId)!.id, message: e.message })
+              : e
+          )
+        )),
       (loaded): Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError> => {
         const byExecution = new Map(loaded)
         const out: Array<Checkpoint.Checkpoint> = []

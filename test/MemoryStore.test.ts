@@ -11,12 +11,17 @@ const memoryUnderTest = Layer.effectContext(Effect.sync(() => {
   const state = makeState()
   return Context.make(CheckpointStore.CheckpointStore, CheckpointBackend.make(memoryBackend(state))).pipe(
     Context.add(StoreTestKit, {
-      corrupt: (cp) => Effect.sync(() => state.documents.set(cp.id, `{"id":${JSON.stringify(cp.id)},"state":`))
+      corrupt: (cp) => Effect.sync(() => state.documents.set(cp.id, `{"id":${JSON.stringify(cp.id)},"state":`)),
+      blobStats: (executionId) =>
+        Effect.sync(() => {
+          const stored = [...(state.blobs.get(executionId)?.values() ?? [])]
+          return { count: stored.length, bytes: stored.reduce((n, b) => n + b.json.length, 0) }
+        })
     })
   )
 }))
 
-conformance("Memory", memoryUnderTest)
+conformance("Memory", memoryUnderTest, { blobs: true })
 
 describe("MemoryStore.layer", () => {
   it.effect("each build of the layer is a new, empty store", () =>
