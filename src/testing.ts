@@ -2269,7 +2269,7 @@ export const conformance = (name: string, makeStore: StoreUnderTest, options: Co
             Effect.flatMap(mk(e, (saved[saved.length - 1]?.version ?? 0) + 1, { state }), (cp) =>
               Effect.as(by.save(cp), saved.push(cp)))
           const both = (label: string) => Effect.zipRight(readsBack(a, saved, `${label} (a)`), readsBack(b, saved, `${label} (b)`))
-          for (let i = 0; i < 12; i++) yield* add(i % 2 === 0 ? a : b, { i, big, messages: chat(20 + i) })
+          for (let i = 0; i < 8; i++) yield* add(i % 2 === 0 ? a : b, { i, big, messages: chat(20 + i) })
           yield* both("alternating")
           // b prunes what a remembers storing; a goes on as if nothing happened.
           yield* b.prune(e, 1)
