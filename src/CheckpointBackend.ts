@@ -931,29 +931,43 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
               : e
           )
         )),
-      (loaded): Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError> => {
+      (loaded): Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError> => {
         const byExecution = new Map(loaded)
-        const out: Array<Checkpoint.Checkpoint> = []
+        const out: Array<Checkpoint.Checkpoint | undefined> = []
+        const problems: Array<readonly [number, CheckpointDecodeError]> = []
         for (const cp of cps) {
           const found = byExecution.get(cp.executionId) ?? new Map<string, string>()
           const result = unpack(cp, found)
           if ("problem" in result) {
-            return Effect.fail(new CheckpointDecodeError({
+            problems.push([out.length, new CheckpointDecodeError({
               id: cp.id,
               message: `Stored checkpoint ${JSON.stringify(cp.id)} cannot be read whole: ${result.problem}`
-            }))
+            })])
+            out.push(undefined)
+            continue
           }
           packer?.know(cp.executionId, [...found.keys()])
           out.push(result.checkpoint)
         }
-        return Effect.succeed(out)
+        if (problems.length === 0) return Effect.succeed(out as Array<Checkpoint.Checkpoint>)
+        // A checkpoint removed (with its blobs) between its read and its blobs' is left out, as if read
+        // after; one that is still there is damaged.
+        return Effect.flatMap(
+          Effect.forEach(problems, ([i, error]) =>
+            Effect.flatMap(backend.load(cps[i]!.id), (still) => Option.isSome(still) ? Effect.fail(error) : Effect.void)),
+          () => Effect.succeed(out.filter((cp) => cp !== undefined))
+        )
       }
     )
   }
-  const unpackedOne = (
-    cp: Option.Option<Checkpoint.Checkpoint>
+  /** `latest`, whole; read again when the newest went (with its blobs) while it was being read. */
+  const latestWhole = (
+    executionId: Checkpoint.ExecutionId,
+    attempts = 3
   ): Effect.Effect<Option.Option<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError> =>
-    Option.isNone(cp) ? Effect.succeed(cp) : Effect.map(unpacked([cp.value]), (all) => Option.some(all[0]!))
+    Effect.flatMap(backend.latest(executionId), (cp) =>
+      Option.isNone(cp) ? Effect.succeed(cp) : Effect.flatMap(unpacked([cp.value]), (all) =>
+        all.length === 1 ? Effect.succeed(Option.some(all[0]!)) : attempts > 1 ? latestWhole(executionId, attempts - 1) : Effect.succeedNone))
 
   /** The insert options of a save, checked. */
   const insertOptions = (
@@ -1020,7 +1034,9 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
             (found): Effect.Effect<Checkpoint.Checkpoint, CheckpointNotFound | CheckpointDecodeError | CheckpointStoreError> =>
               Option.isNone(found)
                 ? Effect.fail(new CheckpointNotFound({ id }))
-                : Effect.map(unpacked([found.value]), (all) => all[0]!)
+                : Effect.flatMap(unpacked([found.value]), (all) =>
+                  // Removed while it was being read.
+                  all.length === 1 ? Effect.succeed(all[0]!) : Effect.fail(new CheckpointNotFound({ id })))
           )
         )
       ),
@@ -1047,7 +1063,7 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
       guard(
         "ExecutionId",
         executionId,
-        read("latest", { "checkpoint.execution_id": executionId }, Effect.flatMap(backend.latest(executionId), unpackedOne))
+        read("latest", { "checkpoint.execution_id": executionId }, latestWhole(executionId))
       ),
     delete: (id) => guard("CheckpointId", id, op("delete", { "checkpoint.id": id }, backend.delete(id))),
     clear: (executionId) =>
