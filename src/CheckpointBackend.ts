@@ -320,7 +320,12 @@ export interface Backend {
    * state.
    */
   readonly blobs?: {
-    /** The JSON text of each stored blob of the execution among `hashes` (missing ones left out). */
+    /**
+     * The JSON text of each stored blob of the execution among `hashes`
+     * (missing ones left out). `CheckpointDecodeError` for a blob that is
+     * there but cannot be read (a wrapper such as encryption that cannot
+     * open it).
+     */
     readonly load: (
       executionId: Checkpoint.ExecutionId,
       hashes: ReadonlyArray<string>
