@@ -192,7 +192,7 @@ describe("SqliteStore", () => {
         const again = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(
           Effect.provide(SqliteStore.layer({ filename: ":memory:" }))
         )
-        expect(again).toEqual([])
+        expect(again.executions).toEqual([])
       }))
   })
 
@@ -217,8 +217,35 @@ describe("SqliteStore", () => {
                 ["timestamp", "TEXT", 1, 0],
                 ["version", "INTEGER", 1, 0],
                 ["next", "TEXT", 1, 0],
-                ["parent_id", "TEXT", 0, 0]
+                ["parent_id", "TEXT", 0, 0],
+                ["runtime", "TEXT", 0, 0],
+                ["refs", "TEXT", 0, 0]
               ])
+              const names = SqliteStore.tableNames()
+              expect(names).toEqual({
+                checkpoints: "checkpoints",
+                executions: "checkpoints_executions",
+                writes: "checkpoints_writes",
+                blobs: "checkpoints_blobs"
+              })
+              const recordColumns = yield* sql.unsafe<{ name: string }>(`SELECT name FROM pragma_table_info('${names.executions}')`)
+              expect(recordColumns.map((c) => c.name)).toEqual([
+                "execution_id",
+                "latest_version",
+                "latest_checkpoint_id",
+                "updated_at",
+                "status",
+                "wake_at",
+                "failure_tag",
+                "failure_message",
+                "attempts",
+                "lease_owner",
+                "lease_expires_at"
+              ])
+              const writeColumns = yield* sql.unsafe<{ name: string; pk: number }>(`SELECT name, pk FROM pragma_table_info('${names.writes}')`)
+              expect(writeColumns.map((c) => [c.name, c.pk])).toEqual([["checkpoint_id", 1], ["task_id", 2], ["key", 3], ["value", 0], ["seq", 0]])
+              const blobColumns = yield* sql.unsafe<{ name: string; pk: number }>(`SELECT name, pk FROM pragma_table_info('${names.blobs}')`)
+              expect(blobColumns.map((c) => [c.name, c.pk])).toEqual([["execution_id", 1], ["hash", 2], ["value", 0]])
               const uniques = yield* sql.unsafe<{ name: string }>(
                 "SELECT l.name FROM pragma_index_list('checkpoints') AS l WHERE l.\"unique\" = 1 AND l.origin = 'u'"
               )
@@ -248,23 +275,25 @@ describe("SqliteStore", () => {
                 expect(detail).not.toMatch(/SCAN checkpoints(?! USING)/)
                 expect(detail).not.toContain("TEMP B-TREE")
               }
-              const grouped = yield* plan(
-                `SELECT id, execution_id, MAX(version) AS version, timestamp, next FROM ${t} GROUP BY execution_id`,
-                []
-              )
-              expect(grouped).toContain(`USING INDEX ${uniques[0]!.name}`)
-              expect(grouped).not.toContain("TEMP B-TREE")
-              // A conditional save: its condition is one seek in that index, evaluated once, and the row is not staged.
-              const conditional = `INSERT INTO ${t} (${cols}) VALUES (` +
-                `CASE WHEN COALESCE((SELECT MAX(version) FROM ${t} WHERE execution_id = ?), 0) = ? THEN ? END, ?, ?, ?, ?, ?, ?, ?, ?)`
-              const conditionalParams = [e, 1, "id", e, "n", "{}", "{}", "2026-01-01T00:00:00.000Z", 2, "[]", null]
-              expect(yield* plan(conditional, conditionalParams)).toMatch(
-                new RegExp(`SEARCH checkpoints USING COVERING INDEX ${uniques[0]!.name} \\(execution_id=\\?\\)`)
-              )
-              const opcodes = (yield* sql.unsafe<{ opcode: string }>(`EXPLAIN ${conditional}`, conditionalParams as Array<never>))
-                .map((r) => r.opcode)
-              expect(opcodes).toContain("Once")
-              expect(opcodes).not.toContain("OpenEphemeral")
+              // listExecutions: a page is an index range in (updated_at, execution_id) order — by status too — never a sort.
+              const x = `"${names.executions}"`
+              const pages = [
+                yield* plan(`SELECT * FROM ${x} ORDER BY updated_at DESC, execution_id DESC LIMIT ?`, [10]),
+                yield* plan(
+                  `SELECT * FROM ${x} WHERE (updated_at, execution_id) < (?, ?) ORDER BY updated_at DESC, execution_id DESC LIMIT ?`,
+                  [Date.now(), "x", 10]
+                ),
+                yield* plan(
+                  `SELECT * FROM ${x} WHERE status = ? AND (updated_at, execution_id) < (?, ?) ORDER BY updated_at DESC, execution_id DESC LIMIT ?`,
+                  ["pending", Date.now(), "x", 10]
+                )
+              ]
+              expect(pages[0]).toContain(`USING INDEX ${names.executions}_updated`)
+              expect(pages[1]).toContain(`USING INDEX ${names.executions}_updated`)
+              expect(pages[2]).toContain(`USING INDEX ${names.executions}_status`)
+              for (const detail of pages) expect(detail).not.toContain("TEMP B-TREE")
+              // sweep: one range of the same index.
+              expect(yield* plan(`DELETE FROM ${x} WHERE updated_at < ?`, [0])).toContain(`USING INDEX ${names.executions}_updated`)
               const versions = yield* sql.unsafe<{ table_name: string; version: number }>(
                 `SELECT table_name, version FROM ${SqliteStore.migrationsTable}`
               )
@@ -495,7 +524,7 @@ describe("SqliteStore", () => {
             }
           }
           expect(yield* s.list(e)).toEqual([])
-          expect(yield* s.listExecutions()).toEqual([])
+          expect((yield* s.listExecutions()).executions).toEqual([])
         })))
 
       it.live(`${name}: unpaired surrogates in state, metadata and next, emoji and NUL anywhere, round-trip exactly`, () =>
@@ -632,28 +661,35 @@ describe("SqliteStore", () => {
         })
       ))
 
-    it.live("listExecutions reads no state: a corrupt state still lists; a corrupt latest next or timestamp fails naming it", () =>
+    it.live("listExecutions reads only records: a corrupt checkpoint still lists; a corrupt record fails reads naming its execution, and writes with CheckpointStoreError", () =>
       withFileStore((filename) =>
         Effect.gen(function*() {
           const s = yield* store
           const e = yield* freshExecution()
           const cp = yield* mk(e, 1, { next: [] })
           yield* s.save(cp)
-          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET state = '{' WHERE id = ?", [cp.id]))
-          const summaries = yield* s.listExecutions()
-          expect(summaries).toEqual([{
+          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET state = '{', next = 'oops' WHERE id = ?", [cp.id]))
+          const page = yield* s.listExecutions()
+          expect(page.executions).toEqual([{
             executionId: e,
             latestVersion: 1,
             latestCheckpointId: cp.id,
             updatedAt: cp.timestamp,
-            pending: false
+            pending: false,
+            status: "done",
+            attempts: 0
           }])
-          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET next = 'oops' WHERE id = ?", [cp.id]))
-          expect(yield* Effect.flip(s.listExecutions())).toMatchObject({ _tag: "CheckpointDecodeError", id: cp.id })
-          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET next = '[]', timestamp = 'soon' WHERE id = ?", [cp.id]))
-          expect(yield* Effect.flip(s.listExecutions())).toMatchObject({ _tag: "CheckpointDecodeError", id: cp.id })
+          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints_executions SET status = 'bogus' WHERE execution_id = ?", [e]))
+          const onList = yield* Effect.flip(s.listExecutions())
+          expect(onList._tag).toBe("CheckpointDecodeError")
+          expect(onList.message).toContain(e)
+          expect((yield* Effect.flip(s.getExecution(e)))._tag).toBe("CheckpointDecodeError")
+          expect(yield* Effect.flip(s.save(yield* mk(e, 2)))).toMatchObject({ _tag: "CheckpointStoreError", operation: "save" })
+          // Not a status a claim takes: passed by.
+          expect(yield* s.claim({ owner: "w", ttl: "1 minute", limit: 10 })).toEqual([])
           yield* s.clear(e)
-          expect(yield* s.listExecutions()).toEqual([])
+          expect((yield* s.listExecutions()).executions).toEqual([])
+          expect(yield* s.claim({ owner: "w", ttl: "1 minute", limit: 10 })).toEqual([])
         })
       ))
   })
@@ -678,7 +714,7 @@ describe("SqliteStore", () => {
         expect(view(loaded)).toEqual(view(cp))
         fs.rmSync(filename)
         const fresh = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(Effect.provide(SqliteStore.layer({ filename })))
-        expect(fresh).toEqual([])
+        expect(fresh.executions).toEqual([])
         expect(openFiles().filter((f) => f.startsWith(filename))).toEqual([])
       })))
 
@@ -857,51 +893,30 @@ describe("SqliteStore", () => {
         })))
     }
 
-    it.live("layerClient: one statement per conditional save, like an unconditional one (and one read more to report a failure)", () =>
+    it.live("layerClient: a save takes the write lock first, reads the record, inserts, updates the record; a failed expectation inserts nothing", () =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
         const s = yield* store
         const e = yield* freshExecution()
-        const other = yield* freshExecution("other")
         const expectOn = (latestVersion: number) => ({ expect: { executionId: e, latestVersion } })
-        const cases: ReadonlyArray<readonly [string, Effect.Effect<void, unknown>]> = [
-          ["save", Effect.flatMap(mk(e, 1), (cp) => s.save(cp, expectOn(0)))],
-          ["saveMany of 2", Effect.flatMap(Effect.forEach([2, 3], (v) => mk(e, v)), (cps) => s.saveMany(cps, expectOn(1)))],
-          [
-            "saveMany of 501 (JSON)",
-            Effect.flatMap(
-              Effect.forEach(Array.from({ length: 501 }, (_, i) => i + 4), (v) => mk(e, v)),
-              (cps) => s.saveMany(cps, expectOn(3))
-            )
-          ],
-          ["saveMany naming another execution", Effect.flatMap(mk(other, 1), (cp) => s.saveMany([cp], expectOn(504)))],
-          ["unconditional save", Effect.flatMap(mk(e, 505), (cp) => s.save(cp))]
-        ]
-        const texts: Array<string> = []
-        for (const [what, effect] of cases) {
-          const [result, statements] = yield* recordStatements(Effect.either(effect))
-          expect(Either.isRight(result), what).toBe(true)
-          expect(statements.length, what).toBe(1)
-          expect(statements[0], what).toMatch(/^INSERT INTO "checkpoints"/)
-          texts.push(statements[0]!)
-        }
-        // The single conditional save: its condition is evaluated once, and its row is not staged (a batch's rows are).
-        const opcodes = (text: string, params: number) =>
-          Effect.map(
-            sql.unsafe<{ opcode: string }>(`EXPLAIN ${text}`, Array.from({ length: params }, () => null) as Array<never>),
-            (rows) => rows.map((r) => r.opcode)
-          )
-        const single = yield* opcodes(texts[0]!, 11)
-        expect(single).toContain("Once")
-        expect(single).not.toContain("OpenEphemeral")
-        // A failed expectation: the refused INSERT, then one read for the version to report. No transaction, nothing else.
-        const [result, statements] = yield* recordStatements(Effect.either(Effect.flatMap(mk(e, 506), (cp) => s.save(cp, expectOn(3)))))
-        expect(Either.flip(result)).toEqual(
-          Either.right(expect.objectContaining({ expectedLatestVersion: 3, actualLatestVersion: 505 }))
+        const [saved, statements] = yield* recordStatements(Effect.flatMap(mk(e, 1), (cp) => s.save(cp, expectOn(0))))
+        expect(saved).toBeUndefined()
+        expect(statements.map((text) => text.split(" ").slice(0, 3).join(" "))).toEqual([
+          `UPDATE ${SqliteStore.migrationsTable} SET`,
+          "SELECT execution_id, latest_version,",
+          "INSERT INTO \"checkpoints\"",
+          "INSERT INTO \"checkpoints_executions\""
+        ])
+        // 501 checkpoints: two INSERTs of at most 500 rows, one transaction.
+        const [, batch] = yield* recordStatements(
+          Effect.flatMap(Effect.forEach(Array.from({ length: 501 }, (_, i) => i + 2), (v) => mk(e, v)), (cps) => s.saveMany(cps, expectOn(1)))
         )
-        expect(statements.length).toBe(2)
-        expect(statements[0]).toBe(texts[0])
-        expect(statements[1]).toMatch(/^SELECT COALESCE\(MAX\(version\), 0\)/)
+        expect(batch.filter((text) => text.startsWith("INSERT INTO \"checkpoints\" ")).length).toBe(2)
+        const [result, failed] = yield* recordStatements(Effect.either(Effect.flatMap(mk(e, 600), (cp) => s.save(cp, expectOn(3)))))
+        expect(Either.flip(result)).toEqual(
+          Either.right(expect.objectContaining({ reason: "ExpectationFailed", expectedLatestVersion: 3, actualLatestVersion: 502 }))
+        )
+        expect(failed.filter((text) => text.startsWith("INSERT"))).toEqual([])
+        expect((yield* s.list(e)).length).toBe(502)
       }).pipe(Effect.provide(SqliteStore.layerClient().pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" }))))))
 
     it.live("layerClient: inside the app's transaction the condition sees the transaction's own writes, and a failed one leaves it usable", () =>
