@@ -2,13 +2,14 @@ import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, String as Str } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, Schema, String as Str } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as Graph from "../src/Graph.js"
 import * as SqliteStore from "../src/layers/Sqlite.js"
 import { recordStatements } from "./fixtures/sql-statements.js"
 import { conformance, freshExecution, mk, StoreTestKit, view } from "../src/testing.js"
@@ -1103,5 +1104,171 @@ describe("SqliteStore", () => {
         expect(written.length).toBe(reports.reduce((n, r) => n + r.written, 0))
         expectUnbrokenChain(written)
       })), 60_000)
+  })
+
+  describe("migration from 0.1.0", () => {
+    /** The table and schema-version row 0.1.0 made, with checkpoints it wrote. */
+    const v010 = (filename: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) =>
+      withSql(filename, (sql) =>
+        Effect.gen(function*() {
+          yield* sql.unsafe(`CREATE TABLE "checkpoints" (
+  id TEXT PRIMARY KEY NOT NULL,
+  execution_id TEXT NOT NULL,
+  node_name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  timestamp TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  next TEXT NOT NULL,
+  parent_id TEXT,
+  UNIQUE (execution_id, version)
+)`)
+          yield* sql.unsafe(
+            `CREATE TABLE ${SqliteStore.migrationsTable} (table_name TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL)`
+          )
+          yield* sql.unsafe(`INSERT INTO ${SqliteStore.migrationsTable} VALUES ('checkpoints', 1, '2026-01-01T00:00:00.000Z')`)
+          for (const row of rows) {
+            yield* sql.unsafe(`INSERT INTO "checkpoints" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, row as Array<never>)
+          }
+        }))
+
+    const State = Schema.Struct({ n: Schema.Number })
+    const bump = (s: { readonly n: number }) => Effect.succeed({ n: s.n + 1 })
+    const graph = Graph.make(State).pipe(
+      Graph.addNode("a", bump),
+      Graph.addNode("b", bump),
+      Graph.addNode("c", bump),
+      Graph.setEntryPoint("a"),
+      Graph.addEdge("a", "b"),
+      Graph.addEdge("b", "c"),
+      Graph.addEdge("c", Graph.END)
+    )
+
+    it.live("tables of 0.1.0 get the new tables and a record per execution from its newest checkpoint; the run resumes", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const t1 = "2026-01-01T00:00:01.000Z"
+        const t2 = "2026-01-01T00:00:02.500Z"
+        yield* v010(filename, [
+          ["a1", "run-a", "a", "{\"n\":1}", "{}", t1, 1, "[\"b\"]", null],
+          ["a2", "run-a", "b", "{\"n\":2}", "{}", t2, 2, "[\"c\"]", "a1"],
+          ["b1", "run-b", "c", "{\"n\":9}", "{}", t1, 1, "[]", null],
+          // A damaged row of 0.1.0 does not stop the migration: its execution gets a record, its reads fail as before.
+          ["c1", "run-c", "a", "{", "{}", "garbage", 1, "oops", null]
+        ])
+        const s = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        const a = Option.getOrThrow(yield* s.getExecution("run-a" as Checkpoint.ExecutionId))
+        expect(a).toEqual({
+          executionId: "run-a",
+          latestVersion: 2,
+          latestCheckpointId: "a2",
+          updatedAt: new Date(t2),
+          pending: true,
+          status: "pending",
+          attempts: 0
+        })
+        expect(Option.getOrThrow(yield* s.getExecution("run-b" as Checkpoint.ExecutionId))).toMatchObject({ status: "done", latestVersion: 1 })
+        expect(Option.getOrThrow(yield* s.getExecution("run-c" as Checkpoint.ExecutionId))).toMatchObject({ status: "done", latestVersion: 1 })
+        expect((yield* Effect.flip(s.load("c1" as Checkpoint.CheckpointId)))._tag).toBe("CheckpointDecodeError")
+        yield* withSql(filename, (sql) =>
+          Effect.map(
+            sql.unsafe<{ version: number }>(`SELECT version FROM ${SqliteStore.migrationsTable} WHERE table_name = 'checkpoints'`),
+            (rows) => expect(rows).toEqual([{ version: SqliteStore.schemaVersion }])
+          ))
+        // The pending run resumes from its newest checkpoint: only "c" runs.
+        const runnable = yield* Graph.compileCheckpointable(graph).pipe(Effect.provideService(store, s))
+        const result = yield* runnable.resume("run-a" as Checkpoint.ExecutionId).pipe(Effect.provideService(store, s))
+        expect(result).toEqual({ n: 3 })
+        expect((yield* s.list("run-a" as Checkpoint.ExecutionId)).map((c) => c.nodeName)).toEqual(["a", "b", "c"])
+        expect(Option.getOrThrow(yield* s.getExecution("run-a" as Checkpoint.ExecutionId))).toMatchObject({ status: "done", latestVersion: 3 })
+        // Building again changes nothing.
+        const again = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        expect((yield* again.listExecutions()).executions.map((r) => r.executionId).sort()).toEqual(["run-a", "run-b", "run-c"])
+      })))
+
+    it.live("an unrecorded 0.1.0 table (made by hand) is adopted the same way; a newer schema version is refused", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* v010(filename, [["x1", "run-x", "a", "{\"n\":1}", "{}", "2026-01-01T00:00:01.000Z", 1, "[\"b\"]", null]])
+        yield* withSql(filename, (sql) => sql.unsafe(`DELETE FROM ${SqliteStore.migrationsTable}`))
+        const s = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        expect(Option.getOrThrow(yield* s.getExecution("run-x" as Checkpoint.ExecutionId))).toMatchObject({ status: "pending" })
+        yield* withSql(filename, (sql) => sql.unsafe(`UPDATE ${SqliteStore.migrationsTable} SET version = 99`))
+        const refused = yield* Effect.flip(Layer.build(SqliteStore.layer({ filename })))
+        expect(refused).toMatchObject({ _tag: "CheckpointStoreError", operation: "open" })
+        expect(refused.message).toContain("newer")
+      })))
+  })
+
+  describe("claim between processes", () => {
+    it.live("three PROCESSES claiming from one file at once: every due execution is claimed exactly once", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const s = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        const executions = yield* Effect.forEach(Array.from({ length: 60 }), () => freshExecution("due"))
+        yield* Effect.forEach(executions, (e) => Effect.flatMap(mk(e, 1), (cp) => s.save(cp)), { discard: true })
+        const owners = ["w1", "w2", "w3"]
+        const claimers = yield* Effect.forEach(owners, (owner) => startFixture("sql-claimer.ts", ["sqlite", filename, owner, "2"]))
+        yield* until(() => claimers.every((c) => c.output().stdout.includes("ready\n")), "the claimers to load", 60_000)
+        for (const c of claimers) c.child.stdin!.end("go\n")
+        const codes = yield* Effect.forEach(claimers, (c) => exited(c.child), { concurrency: "unbounded" })
+        const reports = claimers.map((c) => {
+          expect(c.output().stderr).toBe("")
+          return lastLine(c.output().stdout) as { owner: string; buildError?: string; claimed: Array<string>; errors: Array<string> }
+        })
+        expect(codes).toEqual([0, 0, 0])
+        for (const r of reports) {
+          expect(r.buildError, r.owner).toBeUndefined()
+          expect(r.errors, r.owner).toEqual([])
+        }
+        const all = reports.flatMap((r) => r.claimed)
+        expect(all.length).toBe(60)
+        expect(new Set(all)).toEqual(new Set(executions))
+        for (const e of executions) {
+          const r = Option.getOrThrow(yield* s.getExecution(e))
+          const owner = reports.find((rep) => rep.claimed.includes(e))!.owner
+          expect([r.status, r.attempts, r.lease?.owner]).toEqual(["running", 1, owner])
+        }
+      })), 120_000)
+  })
+
+  describe("large values (blobs)", () => {
+    it.live("a large field is stored once per execution, loads whole, and goes with the last checkpoint referencing it", () =>
+      withFileStore((filename) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const count = withSql(filename, (sql) =>
+            Effect.map(
+              sql.unsafe<{ n: number; bytes: number }>(
+                `SELECT (SELECT count(*) FROM checkpoints_blobs WHERE execution_id = ?) AS n, ` +
+                  `(SELECT coalesce(sum(length(state)), 0) FROM checkpoints WHERE execution_id = ?) AS bytes`,
+                [e, e]
+              ),
+              (rows) => rows[0]!
+            ))
+          const big = "x".repeat(10_000)
+          const cps = yield* Effect.forEach([1, 2, 3], (v) => mk(e, v, { state: { big, v } }))
+          for (const cp of cps) yield* s.save(cp)
+          expect((yield* s.list(e)).map(view)).toEqual(cps.map(view))
+          const stored = yield* count
+          expect(stored.n).toBe(1)
+          expect(stored.bytes).toBeLessThan(1000)
+          // A new value: a second blob; pruning the checkpoints that held the first removes it.
+          const other = yield* mk(e, 4, { state: { big: "y".repeat(10_000), v: 4 } })
+          yield* s.save(other)
+          expect((yield* count).n).toBe(2)
+          expect(yield* s.prune(e, 1)).toBe(3)
+          expect((yield* s.list(e)).map(view)).toEqual([view(other)])
+          expect((yield* count).n).toBe(1)
+          // A blob removed behind the packer's back: the next save sends it again.
+          yield* withSql(filename, (sql) => sql.unsafe("DELETE FROM checkpoints_blobs WHERE execution_id = ?", [e]))
+          const next = yield* mk(e, 5, { state: { big: "y".repeat(10_000), v: 5 } })
+          yield* s.save(next)
+          expect(view(yield* s.load(next.id))).toEqual(view(next))
+          yield* s.clear(e)
+          expect(yield* count).toEqual({ n: 0, bytes: 0 })
+        })
+      ))
   })
 })
