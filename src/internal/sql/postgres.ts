@@ -327,7 +327,18 @@ export const ensureSchema = (
         `SELECT pg_advisory_xact_lock(hashtext('effect-checkpoint'), hashtext(coalesce($1::text, current_schema(), '')))`,
         [schema ?? null]
       )
-      const now = yield* probe
+      // Not `probe`: its `to_regclass` may answer from this session's catalog cache, which may not have seen
+      // what the builder before us committed while we waited for the lock. Reading the catalogs does.
+      const now = yield* Effect.map(
+        sql.unsafe<Probe>(
+          `WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = coalesce($1::text, current_schema())) ` +
+            `SELECT EXISTS (SELECT 1 FROM ns) AS schema_exists, ` +
+            `EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN ns ON c.relnamespace = ns.oid WHERE c.relname = $2::text) AS versions_exists, ` +
+            `EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN ns ON c.relnamespace = ns.oid WHERE c.relname = $3::text) AS table_exists`,
+          [schema ?? null, migrationsTable, tables.name]
+        ),
+        (rows) => rows[0]!
+      )
       if (schema !== undefined && !now.schema_exists) {
         yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${quote(schema)}`)
       }
