@@ -7,7 +7,7 @@
  * @internal
  */
 import type { SqlError } from "@effect/sql/SqlError"
-import type { Effect } from "effect"
+import { Effect, Option } from "effect"
 import type { CheckpointEncodeError, CheckpointStoreError } from "../../CheckpointError.js"
 import type { Encoded, EncodedWrite } from "../../CheckpointBackend.js"
 
@@ -87,3 +87,13 @@ export const numbered = (text: string): string => {
   let n = 0
   return text.replace(/\?/g, () => `$${++n}`)
 }
+
+/**
+ * `@effect/sql` dies when it cannot roll a failed transaction back (the
+ * connection is gone): that is a store failure, never a defect.
+ */
+export const failedTransaction = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | SqlError> =>
+  Effect.catchSomeDefect(effect, (defect) =>
+    typeof defect === "object" && defect !== null && "_tag" in defect && defect._tag === "SqlError"
+      ? Option.some(Effect.fail(defect as SqlError))
+      : Option.none())

@@ -11,7 +11,7 @@ import * as Checkpoint from "../../Checkpoint.js"
 import { CheckpointEncodeError, type CheckpointStoreError } from "../../CheckpointError.js"
 import type { Encoded } from "../../CheckpointBackend.js"
 import { redact, storeError } from "../storeError.js"
-import { type Db, type Dialect, numbered, type ParamType, type Row } from "./dialect.js"
+import { type Db, type Dialect, failedTransaction, numbered, type ParamType, type Row } from "./dialect.js"
 import { dropDerived, migrations, migrationsTable, schemaVersion, type Tables } from "./schema.js"
 
 export const BACKEND = "postgres"
@@ -271,7 +271,7 @@ export const pgDialect = (options: PgOptions): Dialect => {
     read: (body) => run(body(db)),
     write: (executions, _given, body, save) =>
       run(Effect.flatMap(save === true ? commitsAsync : Effect.succeed(false), (async) =>
-        sql.withTransaction(
+        failedTransaction(sql.withTransaction(
           Effect.flatMap(
             db.all(
               lockTexts[(executions.length > 0 ? 2 : 0) + (async ? 1 : 0)]!,
@@ -279,7 +279,7 @@ export const pgDialect = (options: PgOptions): Dialect => {
             ),
             (rows) => body(db, Number(rows[0]?.now))
           )
-        )))
+        ))))
   }
 }
 
