@@ -335,6 +335,13 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
       reading(operation)
     )
 
+  /** The newest version of an execution (0: none), read on its own (after a transaction failed). */
+  const latestVersionOf = (executionId: string, operation: string) =>
+    d.read((db) => db.all(sql.newest, [executionId])).pipe(
+      Effect.map((rows) => rows.length === 0 ? 0 : Number(numberOf(rows[0]!.version))),
+      reading(operation)
+    )
+
   /** Removes the blobs of an execution that no checkpoint references any more. */
   const collectBlobs = (db: Db, executionId: string, removedRefs: ReadonlyArray<unknown>) =>
     removedRefs.some((r) => r !== null && r !== undefined) ? db.all(sql.collectBlobs, [executionId]) : Effect.void
@@ -413,6 +420,17 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
         })
       return d.write(executions, options.now, body, true).pipe(
         Effect.catchIf(isSqlError, (e): Effect.Effect<never, CheckpointConflict | CheckpointEncodeError | CheckpointStoreError> => {
+          const raced = d.isUniqueViolation(e) || d.isSerializationFailure(e)
+          if (raced && expect !== undefined) {
+            // The expectation held on what this transaction saw, and another writer got there first (a transaction
+            // of the app's, or SERIALIZABLE): read once more, and report the expectation with the version found.
+            return Effect.flatMap(latestVersionOf(expect.executionId, operation), (actual) =>
+              actual !== expect.latestVersion
+                ? Effect.fail(conflict.expectationFailed(expect, actual))
+                : d.isUniqueViolation(e)
+                ? Effect.flatMap(takenIn(batch, operation), Effect.fail)
+                : Effect.fail(storeFailure(operation)(e)))
+          }
           if (d.isUniqueViolation(e)) return Effect.flatMap(takenIn(batch, operation), Effect.fail)
           const refused = d.encodeError(e, batch)
           return Effect.fail(refused ?? storeFailure(operation)(e))

@@ -57,6 +57,8 @@ export interface Dialect {
   readonly skipLocked: string
   /** A constraint said no: a taken id, version, key. */
   readonly isUniqueViolation: (e: SqlError) => boolean
+  /** A transaction refused because a concurrent one changed what it read (PostgreSQL SERIALIZABLE). */
+  readonly isSerializationFailure: (e: SqlError) => boolean
   /** The failure as the store reports it (never with a secret in it). */
   readonly storeError: (operation: string, e: unknown) => CheckpointStoreError
   /** A value the database refused (PostgreSQL: SQLSTATE class 22), as the encode error naming the checkpoint; else `undefined`. */

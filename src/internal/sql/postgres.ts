@@ -241,6 +241,7 @@ export const pgDialect = (options: PgOptions): Dialect => {
     forUpdate: " FOR UPDATE",
     skipLocked: " FOR UPDATE SKIP LOCKED",
     isUniqueViolation: (e) => codeOf(e) === "23505",
+    isSerializationFailure: (e) => codeOf(e) === "40001",
     storeError: (operation, e) => storeError(BACKEND, operation, describe(e), secrets),
     encodeError: (e, batch) => {
       const code = codeOf(e)

@@ -103,6 +103,7 @@ export const sqliteDialect = (runner: Runner): Dialect => ({
     return code === "SQLITE_CONSTRAINT_PRIMARYKEY" || code === "SQLITE_CONSTRAINT_UNIQUE" ||
       (typeof cause?.message === "string" && cause.message.includes("UNIQUE constraint failed"))
   },
+  isSerializationFailure: () => false,
   storeError: (operation, e) => storeError(BACKEND, operation, driverCause(e)),
   encodeError: () => undefined,
   checkpointProblem: (e) =>
