@@ -1132,6 +1132,7 @@ describe("PostgresStore", () => {
     it.live("runs the graph, stops at the simulated crash, resumes from PostgreSQL and clears what it made", () =>
       Effect.gen(function*() {
         // Its table goes to this file's schema (search_path), never to public.
+        yield* query(`CREATE SCHEMA IF NOT EXISTS "${SCHEMA}"`)
         const url = `${URL}?options=${encodeURIComponent(`-c search_path=${SCHEMA}`)}`
         const out = yield* Effect.sync(() =>
           execFileSync("npx", ["tsx", "examples/postgres.ts"], {
