@@ -1128,6 +1128,40 @@ describe("PostgresStore", () => {
       }))
   })
 
+  describe("claim between pools", () => {
+    it.live("three stores with pools of their own claim from one table at once: every due execution is claimed exactly once", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable("claim")
+        const stores = yield* Effect.forEach([1, 2, 3], () =>
+          Effect.map(Layer.build(PostgresStore.layer({ url: URL, schema: SCHEMA, tableName, maxConnections: 3 })), (c) => Context.get(c, store)))
+        const executions = yield* Effect.forEach(Array.from({ length: 60 }), () => freshExecution("due"))
+        yield* Effect.forEach(executions, (e) => Effect.flatMap(mk(e, 1), (cp) => stores[0]!.save(cp)), { discard: true, concurrency: 8 })
+        const claimAll = (s: CheckpointStore.Service, owner: string) =>
+          Effect.gen(function*() {
+            const got: Array<string> = []
+            for (;;) {
+              const batch = yield* s.claim({ owner, ttl: "5 minutes", limit: 2 })
+              if (batch.length === 0) return got
+              for (const r of batch) {
+                expect([r.status, r.lease?.owner]).toEqual(["running", owner])
+                got.push(r.executionId)
+              }
+            }
+          })
+        const results = yield* Effect.all(
+          stores.flatMap((s, i) => [claimAll(s, `w${i}a`), claimAll(s, `w${i}b`)]),
+          { concurrency: "unbounded" }
+        )
+        const all = results.flat()
+        expect(all.length).toBe(60)
+        expect(new Set(all)).toEqual(new Set(executions))
+        for (const e of executions) {
+          const r = yield* stores[1]!.getExecution(e)
+          expect(r._tag === "Some" && r.value.attempts).toBe(1)
+        }
+      })))
+  })
+
   describe("examples/postgres.ts", () => {
     it.live("runs the graph, stops at the simulated crash, resumes from PostgreSQL and clears what it made", () =>
       Effect.gen(function*() {
