@@ -103,7 +103,7 @@ const both = Effect.gen(function*() {
   yield* Console.log(`\nTry it by hand: npx tsx examples/sqlite.ts --resume ${executionId}  (it is finished now: nothing runs)`)
 })
 
-const program = mode === "--run" && executionIdArg !== undefined
+const program: Effect.Effect<unknown, unknown> = mode === "--run" && executionIdArg !== undefined
   ? run(executionIdArg).pipe(Effect.provide(SqliteStore.layerConfig))
   : mode === "--resume" && executionIdArg !== undefined
   ? resume(executionIdArg).pipe(
