@@ -80,7 +80,8 @@ const resume = (executionId: string) =>
     yield* Console.log(`  checkpoints of ${executionId}:`)
     yield* show(yield* runnable.listCheckpoints(executionId))
     yield* Console.log(`  resuming ${executionId} from its latest checkpoint…`)
-    const final = yield* runnable.resume(executionId)
+    // The crashed run still holds its lease (until it expires): take the execution over.
+    const final = yield* runnable.resume(executionId, { takeOver: true })
     yield* Console.log(`  final data: ${final.data}`)
     yield* Console.log(`  history:    ${final.history.join(" | ")}`)
     yield* Console.log(`  checkpoints now:`)
