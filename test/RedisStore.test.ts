@@ -129,7 +129,12 @@ const ownedPrefix = Effect.acquireRelease(
 
 const kitFor = (prefix: string) =>
   Layer.succeed(StoreTestKit, {
-    corrupt: (cp) => Effect.promise(() => admin.set(keysOf(prefix).checkpoint(cp.id), `{"id":${JSON.stringify(cp.id)},"state":`))
+    corrupt: (cp) => Effect.promise(() => admin.set(keysOf(prefix).checkpoint(cp.id), `{"id":${JSON.stringify(cp.id)},"state":`)),
+    blobStats: (executionId) =>
+      Effect.map(Effect.promise(() => admin.hgetall(keysOf(prefix).blobs(executionId))), (blobs) => {
+        const values = Object.values(blobs)
+        return { count: values.length, bytes: values.reduce((n, v) => n + Buffer.byteLength(v), 0) }
+      })
   })
 
 /** A fresh store on a fresh prefix, plus its corruption kit. */
@@ -137,7 +142,7 @@ const redisUnderTest = Layer.unwrapScoped(
   Effect.map(ownedPrefix, (prefix) => Layer.merge(RedisStore.layer({ url: TEST_URL, prefix }), kitFor(prefix)))
 )
 
-conformance("Redis", redisUnderTest)
+conformance("Redis", redisUnderTest, { blobs: true })
 
 /** Runs `body` with a store on its own prefix (and extra layer options). */
 const withStore = <A, E>(

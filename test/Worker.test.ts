@@ -272,6 +272,8 @@ const child = (file: string, args: ReadonlyArray<string>) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const proc = spawn(process.execPath, ["--import", "tsx", fixture(file), ...args], { stdio: ["pipe", "pipe", "pipe"] })
+      // Each line awaited listens for the exit meanwhile.
+      proc.setMaxListeners(0)
       const lines: Array<string> = []
       const waiting: Array<() => void> = []
       readline.createInterface({ input: proc.stdout! }).on("line", (line) => {
