@@ -89,7 +89,17 @@ const kitFor = (table: string) =>
     corrupt: (cp) =>
       query(`UPDATE "${SCHEMA}"."${table}" SET next = '{"not": "an array"}'::jsonb, metadata = '[1]'::jsonb WHERE id = $1`, [
         cp.id
-      ])
+      ]),
+    blobStats: (e) =>
+      Effect.map(
+        query<{ count: string; bytes: string }>(
+          `SELECT count(*) AS count, coalesce(sum(octet_length(value)), 0) AS bytes FROM "${SCHEMA}"."${
+            PostgresStore.tableNames(table).blobs
+          }" WHERE execution_id = $1`,
+          [e]
+        ),
+        (rows) => ({ count: Number(rows[0]!.count), bytes: Number(rows[0]!.bytes) })
+      )
   })
 
 const pgUnderTest = Layer.unwrapScoped(
@@ -97,7 +107,7 @@ const pgUnderTest = Layer.unwrapScoped(
     Layer.merge(PostgresStore.layer({ url: URL, schema: SCHEMA, tableName }), kitFor(tableName)))
 )
 
-conformance("Postgres", pgUnderTest, { preservesKeyOrder: false })
+conformance("Postgres", pgUnderTest, { preservesKeyOrder: false, blobs: true })
 
 conformance(
   "Postgres (synchronousCommit off, layerClient)",
@@ -110,7 +120,7 @@ conformance(
         kitFor(tableName)
       ))
   ),
-  { preservesKeyOrder: false }
+  { preservesKeyOrder: false, blobs: true }
 )
 
 /** Runs `body` with a store on a fresh table of SCHEMA (dropped afterwards). */

@@ -30,24 +30,39 @@ const withSql = <A, E>(filename: string, f: (sql: SqlClient.SqlClient) => Effect
   Effect.scoped(Effect.flatMap(Layer.build(SqliteClient.layer({ filename })), (ctx) => f(Context.get(ctx, SqlClient.SqlClient))))
 
 const CORRUPT = "UPDATE \"checkpoints\" SET state = '{\"truncated' WHERE id = ?"
+const BLOB_STATS = "SELECT count(*) AS count, coalesce(sum(length(CAST(value AS BLOB))), 0) AS bytes FROM \"checkpoints_blobs\" WHERE execution_id = ?"
+const statsOf = (rows: ReadonlyArray<{ readonly count: number; readonly bytes: number }>) => ({
+  count: Number(rows[0]!.count),
+  bytes: Number(rows[0]!.bytes)
+})
 
 /** A fresh store in a fresh file; the kit corrupts rows through its own connection. */
 const fileUnderTest = Layer.unwrapScoped(
   Effect.map(tempFile, (filename) =>
     Layer.merge(
       SqliteStore.layer({ filename }),
-      Layer.succeed(StoreTestKit, { corrupt: (cp) => withSql(filename, (sql) => sql.unsafe(CORRUPT, [cp.id])) })
+      Layer.succeed(StoreTestKit, {
+        corrupt: (cp) => withSql(filename, (sql) => sql.unsafe(CORRUPT, [cp.id])),
+        blobStats: (e) =>
+          withSql(filename, (sql) => Effect.map(sql.unsafe<{ count: number; bytes: number }>(BLOB_STATS, [e]), statsOf))
+      })
     ))
 )
 
 /** A fresh in-memory database, shared by the store (layerClient) and the kit. */
 const memoryUnderTest = Layer.merge(
   SqliteStore.layerClient(),
-  Layer.effect(StoreTestKit, Effect.map(SqlClient.SqlClient, (sql) => ({ corrupt: (cp) => sql.unsafe(CORRUPT, [cp.id]) })))
+  Layer.effect(
+    StoreTestKit,
+    Effect.map(SqlClient.SqlClient, (sql) => ({
+      corrupt: (cp) => sql.unsafe(CORRUPT, [cp.id]),
+      blobStats: (e) => Effect.map(sql.unsafe<{ count: number; bytes: number }>(BLOB_STATS, [e]), statsOf)
+    }))
+  )
 ).pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" })))
 
-conformance("SQLite (file in a temp dir)", fileUnderTest)
-conformance("SQLite (:memory:, layerClient)", memoryUnderTest)
+conformance("SQLite (file in a temp dir)", fileUnderTest, { blobs: true })
+conformance("SQLite (:memory:, layerClient)", memoryUnderTest, { blobs: true })
 
 /** Runs `body` with a store on a fresh file. */
 const withFileStore = <A, E>(
