@@ -2,7 +2,8 @@
 // and the raw drivers, in ONE process and the same rounds, reported as ratios.
 //
 //   node --expose-gc bench/bench.mjs [--quick] [--rounds 5] [--warmup-rounds 1] [--n 300]
-//        [--loop-steps 1000] [--sections throughput,save,read,size,fanout] [--out file.json] [--keep]
+//        [--loop-steps 1000] [--sections throughput,save,read,size,fanout,durable] [--out file.json] [--keep]
+//        [--durable-executions 10000] [--durable-recover 1000]
 //
 // Method (the peer benchmark's, ../shared/peer-bench): every section runs once per round; one
 // unrecorded warm-up round, then R recorded rounds; invocations/operations of the things compared
@@ -16,6 +17,7 @@ import pg from "pg";
 import { Effect } from "effect";
 import { Checkpoint, Graph } from "effect-checkpoint";
 import * as L from "./lib.mjs";
+import { durableSummary, sectionDurable } from "./durable.mjs";
 
 // ---------------------------------------------------------------- args
 const argv = process.argv.slice(2);
@@ -30,9 +32,13 @@ const ROUNDS = Number(arg("rounds", QUICK ? 1 : 5));
 const WARMUP_ROUNDS = Number(arg("warmup-rounds", QUICK ? 0 : 1));
 const N = Number(arg("n", QUICK ? 40 : 300));
 const LOOP_STEPS = Number(arg("loop-steps", QUICK ? 200 : 1000));
-const ALL_SECTIONS = ["throughput", "save", "read", "size", "fanout"];
+const ALL_SECTIONS = ["throughput", "save", "read", "size", "fanout", "durable"];
 const SECTIONS = String(arg("sections", ALL_SECTIONS.join(","))).split(",").filter(Boolean);
 for (const s of SECTIONS) if (!ALL_SECTIONS.includes(s)) throw new Error(`unknown section ${s} (sections: ${ALL_SECTIONS.join(", ")})`);
+// durable (bench/durable.mjs): executions in the store for the records/claim latencies, crashed executions to recover
+const DURABLE_EXECUTIONS = Number(arg("durable-executions", QUICK ? 1000 : 10000));
+const DURABLE_RECOVER = Number(arg("durable-recover", QUICK ? 100 : 1000));
+const DURABLE_REPS = QUICK ? 5 : 20;
 const KEEP_RESULTS_DIR = path.join(L.BENCH_DIR, "results");
 const STAMP = new Date().toISOString().replace(/[:.]/g, "-");
 const OUT = String(arg("out", path.join(KEEP_RESULTS_DIR, `bench-${STAMP}.json`)));
@@ -722,6 +728,9 @@ function summary(rounds, meta) {
         `${cell(collect(rounds, (r) => r.fanout[lgKey].p99), 3)} | ${cell(collect(rounds, (r) => r.fanout[ecKey].p99), 3)} |`);
     }
   }
+  if (rounds[0].durable) {
+    o.push(durableSummary(rounds, { collect, cell, verdict, executions: DURABLE_EXECUTIONS, recover: DURABLE_RECOVER }));
+  }
   return o.join("\n");
 }
 
@@ -795,6 +804,9 @@ async function main() {
       if (SECTIONS.includes("read")) r.read = await sectionRead(round, opened.lg, opened.ec);
       if (SECTIONS.includes("size")) r.size = await sectionSize(round, opened.lg, opened.ec);
       if (SECTIONS.includes("fanout")) r.fanout = await sectionFanout(round, opened.lg, opened.ec);
+      if (SECTIONS.includes("durable")) {
+        r.durable = await sectionDurable(round, { executions: DURABLE_EXECUTIONS, recover: DURABLE_RECOVER, reps: DURABLE_REPS });
+      }
       return r;
     };
     for (let w = 0; w < WARMUP_ROUNDS; w++) {

@@ -247,26 +247,31 @@ export async function createSchema(name) {
 // ---------------------------------------------------------------- Redis helpers
 export const newRedis = () => new Redis(REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 2 });
 
-/** Removes every key an effect-checkpoint RedisStore with `prefix` wrote, through the store's own index. */
+/**
+ * Removes every key an effect-checkpoint RedisStore with `prefix` wrote, through the store's own indexes
+ * (layout: `{prefix}|c|{id}`, `|x|{e}`, `|r|{e}`, `|w|{id}`, `|b|`/`|bc|`/`|br|{e}`, `|executions`, `|due`, `|i|{status}`).
+ */
 export async function removeRedisStoreKeys(redis, prefix) {
   if (!prefix.startsWith(KEY_PREFIX)) throw new Error(`refusing prefix ${prefix}`);
-  const executionsKey = `${prefix}executions`;
+  const k = `${prefix}|`;
+  const executionsKey = `${k}executions`;
   let removed = 0;
   for (;;) {
     const ids = await redis.zrange(executionsKey, 0, 499);
     if (ids.length === 0) break;
     for (const e of ids) {
-      const setKey = `${prefix}execution:${e}:checkpoints`;
+      const setKey = `${k}x|${e}`;
       const cps = await redis.zrange(setKey, 0, -1);
-      for (let i = 0; i < cps.length; i += 500) {
-        const keys = cps.slice(i, i + 500).map((id) => `${prefix}checkpoint:${id}`);
-        removed += await redis.unlink(...keys);
+      for (let i = 0; i < cps.length; i += 250) {
+        const chunk = cps.slice(i, i + 250);
+        removed += await redis.unlink(...chunk.map((id) => `${k}c|${id}`), ...chunk.map((id) => `${k}w|${id}`));
       }
-      removed += await redis.unlink(setKey);
+      removed += await redis.unlink(setKey, `${k}r|${e}`, `${k}b|${e}`, `${k}bc|${e}`, `${k}br|${e}`);
     }
     await redis.zrem(executionsKey, ...ids);
   }
-  removed += await redis.unlink(executionsKey);
+  const statuses = ["pending", "running", "interrupted", "sleeping", "done", "failed"].map((st) => `${k}i|${st}`);
+  removed += await redis.unlink(executionsKey, `${k}due`, ...statuses);
   return removed;
 }
 

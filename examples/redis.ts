@@ -4,19 +4,20 @@
  * `example_checkpoints:`, with a time-to-live of one hour on every key.
  *
  * Worker A runs the graph; step 2 fails on its first attempt, like a worker
- * that crashed in the middle of a run. Worker B — a second connection, as
- * another process or machine would have — lists the checkpoints Worker A left
- * in Redis, shows their keys and TTL, and resumes the run from its last
- * checkpoint: step 1 does not run again. At the end it clears the run's
- * checkpoints (left alone, they would expire after the hour).
+ * that crashed in the middle of a run (its lease on the execution is still
+ * live). Worker B — a second connection, as another process or machine would
+ * have — lists the checkpoints Worker A left in Redis, shows their keys, TTL
+ * and execution record, and takes the run over from its last checkpoint
+ * (`resume(id, { takeOver: true })`): step 1 does not run again. At the end
+ * it clears the run (left alone, it would expire after the hour).
  *
  *   npm run build && npx tsx examples/redis.ts
  *   REDIS_ADDR=redis.example.com:6379 npx tsx examples/redis.ts
  *
  * REDIS_ADDR is `host:port` (default `localhost:6379`) or a `redis://` URL.
  */
-import { Console, Data, Effect, Layer, Schema } from "effect"
-import { Graph } from "effect-checkpoint"
+import { Console, Data, Effect, Layer, Option, Schema } from "effect"
+import { type Checkpoint, CheckpointStore, Graph } from "effect-checkpoint"
 import { RedisStore } from "effect-checkpoint/redis"
 import { Redis } from "ioredis"
 
@@ -79,7 +80,7 @@ const secondsLeft = (id: string) =>
   ).pipe(Effect.map((ms) => Math.round(ms / 1000)))
 
 /** Worker B: finds what Worker A left in Redis and finishes the run. */
-const workerB = (executionId: string) =>
+const workerB = (executionId: Checkpoint.ExecutionId) =>
   Effect.gen(function*() {
     const runnable = yield* Graph.compileCheckpointable(graph, config)
     const saved = yield* runnable.listCheckpoints(executionId)
@@ -91,9 +92,19 @@ const workerB = (executionId: string) =>
       )
     }
     yield* Console.log(`(index: ${prefix}|x|${executionId}, a sorted set scored by version)`)
+    const store = yield* CheckpointStore.CheckpointStore
+    const record = yield* store.getExecution(executionId)
+    if (Option.isSome(record)) {
+      const r = record.value
+      yield* Console.log(
+        `record ${prefix}|r|${executionId}: status=${r.status} latest=#${r.latestVersion} attempts=${r.attempts}` +
+          (r.failure ? ` failure=${r.failure.tag}` : "") + (r.lease ? ` lease=${r.lease.owner}` : "")
+      )
+    }
 
-    yield* Console.log(`\n=== Worker B: resume ${executionId} from its latest checkpoint ===`)
-    const final = yield* runnable.resume(executionId)
+    // Worker A died holding its lease: Worker B takes the execution over instead of waiting for the lease to expire.
+    yield* Console.log(`\n=== Worker B: take over ${executionId} from its latest checkpoint ===`)
+    const final = yield* runnable.resume(executionId, { takeOver: true })
     yield* Console.log(`Final step:    ${final.step}`)
     yield* Console.log(`Final data:    ${final.data}`)
     yield* Console.log(`History:       ${final.history.join(" | ")}`)

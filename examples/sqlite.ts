@@ -80,7 +80,8 @@ const resume = (executionId: string) =>
     yield* Console.log(`  checkpoints of ${executionId}:`)
     yield* show(yield* runnable.listCheckpoints(executionId))
     yield* Console.log(`  resuming ${executionId} from its latest checkpoint…`)
-    const final = yield* runnable.resume(executionId)
+    // The crashed run still holds its lease (until it expires): take the execution over.
+    const final = yield* runnable.resume(executionId, { takeOver: true })
     yield* Console.log(`  final data: ${final.data}`)
     yield* Console.log(`  history:    ${final.history.join(" | ")}`)
     yield* Console.log(`  checkpoints now:`)
@@ -102,7 +103,7 @@ const both = Effect.gen(function*() {
   yield* Console.log(`\nTry it by hand: npx tsx examples/sqlite.ts --resume ${executionId}  (it is finished now: nothing runs)`)
 })
 
-const program = mode === "--run" && executionIdArg !== undefined
+const program: Effect.Effect<unknown, unknown> = mode === "--run" && executionIdArg !== undefined
   ? run(executionIdArg).pipe(Effect.provide(SqliteStore.layerConfig))
   : mode === "--resume" && executionIdArg !== undefined
   ? resume(executionIdArg).pipe(

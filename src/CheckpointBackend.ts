@@ -320,11 +320,16 @@ export interface Backend {
    * state.
    */
   readonly blobs?: {
-    /** The JSON text of each stored blob of the execution among `hashes` (missing ones left out). */
+    /**
+     * The JSON text of each stored blob of the execution among `hashes`
+     * (missing ones left out). `CheckpointDecodeError` for a blob that is
+     * there but cannot be read (a wrapper such as encryption that cannot
+     * open it).
+     */
     readonly load: (
       executionId: Checkpoint.ExecutionId,
       hashes: ReadonlyArray<string>
-    ) => Effect.Effect<ReadonlyMap<string, string>, CheckpointStoreError>
+    ) => Effect.Effect<ReadonlyMap<string, string>, CheckpointDecodeError | CheckpointStoreError>
   } | undefined
 }
 
@@ -409,6 +414,77 @@ export const leaseProblem = (
  */
 export const derivedStatus = (cp: { readonly next: ReadonlyArray<string> }): CheckpointStore.ExecutionStatus =>
   cp.next.length > 0 ? "pending" : "done"
+
+/**
+ * The fields of a stored execution record that the record rules read, as a
+ * backend keeps them in memory (times in epoch ms; absent: `undefined`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface RecordState {
+  readonly latestVersion: number
+  readonly latestCheckpointId: string
+  readonly updatedAt: number
+  readonly status: CheckpointStore.ExecutionStatus
+  readonly wakeAt: number | undefined
+  readonly lease: { readonly owner: string; readonly expiresAt: number } | undefined
+}
+
+/**
+ * Whether an execution's record (`undefined`: none) meets an expectation:
+ * no record meets `latestVersion` 0 only; a record meets its own
+ * `latestVersion` (and `latestCheckpointId`, when the expectation names one).
+ *
+ * @since 0.2.0
+ * @category helpers
+ */
+export const expectationMet = (
+  record: Pick<RecordState, "latestVersion" | "latestCheckpointId"> | undefined,
+  expect: { readonly latestVersion: number; readonly latestCheckpointId?: string | undefined }
+): boolean =>
+  record === undefined
+    ? expect.latestVersion === 0
+    : record.latestVersion === expect.latestVersion &&
+      (expect.latestCheckpointId === undefined || record.latestCheckpointId === expect.latestCheckpointId)
+
+/**
+ * Whether `claim` may take an execution at `now`: no live lease, and
+ * `pending`, `sleeping` with `wakeAt` passed (or none), or `running` (its
+ * lease expired or was released without a status: nobody runs it).
+ *
+ * @since 0.2.0
+ * @category helpers
+ */
+export const isDue = (record: Pick<RecordState, "status" | "wakeAt" | "lease">, now: number): boolean => {
+  if (record.lease !== undefined && record.lease.expiresAt > now) return false
+  switch (record.status) {
+    case "pending":
+    case "running":
+      return true
+    case "sleeping":
+      return record.wakeAt === undefined || record.wakeAt <= now
+    default:
+      return false
+  }
+}
+
+/**
+ * Whether `sweep` removes an execution: not updated since `before`, and,
+ * unless `force`, neither `interrupted` nor `sleeping` nor holding a live
+ * lease at `now`.
+ *
+ * @since 0.2.0
+ * @category helpers
+ */
+export const sweepable = (
+  record: Pick<RecordState, "updatedAt" | "status" | "lease">,
+  options: { readonly before: number; readonly force: boolean; readonly now: number }
+): boolean =>
+  record.updatedAt < options.before &&
+  (options.force ||
+    (record.status !== "interrupted" && record.status !== "sleeping" &&
+      (record.lease === undefined || record.lease.expiresAt <= options.now)))
 
 /**
  * The raw fields of an execution record, as a backend read them (times as
@@ -850,30 +926,53 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
       for (const h of refs) set.add(h)
     }
     return Effect.flatMap(
-      Effect.forEach([...wanted], ([executionId, hashes]) => Effect.map(blobStore.load(executionId, [...hashes]), (found) => [executionId, found] as const)),
-      (loaded): Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError> => {
+      Effect.forEach([...wanted], ([executionId, hashes]) =>
+        blobStore.load(executionId, [...hashes]).pipe(
+          Effect.map((found) => [executionId, found] as const),
+          // A blob that does not open (encryption): name the checkpoint read (in a list, the first of its execution).
+          Effect.mapError((e) =>
+            e._tag === "CheckpointDecodeError" && e.id === undefined
+              ? new CheckpointDecodeError({ id: cps.find((cp) => cp.executionId === executionId)!.id, message: e.message })
+              : e
+          )
+        )),
+      (loaded): Effect.Effect<ReadonlyArray<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError> => {
         const byExecution = new Map(loaded)
-        const out: Array<Checkpoint.Checkpoint> = []
+        const out: Array<Checkpoint.Checkpoint | undefined> = []
+        const problems: Array<readonly [number, CheckpointDecodeError]> = []
         for (const cp of cps) {
           const found = byExecution.get(cp.executionId) ?? new Map<string, string>()
           const result = unpack(cp, found)
           if ("problem" in result) {
-            return Effect.fail(new CheckpointDecodeError({
+            problems.push([out.length, new CheckpointDecodeError({
               id: cp.id,
               message: `Stored checkpoint ${JSON.stringify(cp.id)} cannot be read whole: ${result.problem}`
-            }))
+            })])
+            out.push(undefined)
+            continue
           }
           packer?.know(cp.executionId, [...found.keys()])
           out.push(result.checkpoint)
         }
-        return Effect.succeed(out)
+        if (problems.length === 0) return Effect.succeed(out as Array<Checkpoint.Checkpoint>)
+        // A checkpoint removed (with its blobs) between its read and its blobs' is left out, as if read
+        // after; one that is still there is damaged.
+        return Effect.flatMap(
+          Effect.forEach(problems, ([i, error]) =>
+            Effect.flatMap(backend.load(cps[i]!.id), (still) => Option.isSome(still) ? Effect.fail(error) : Effect.void)),
+          () => Effect.succeed(out.filter((cp) => cp !== undefined))
+        )
       }
     )
   }
-  const unpackedOne = (
-    cp: Option.Option<Checkpoint.Checkpoint>
+  /** `latest`, whole; read again when the newest went (with its blobs) while it was being read. */
+  const latestWhole = (
+    executionId: Checkpoint.ExecutionId,
+    attempts = 3
   ): Effect.Effect<Option.Option<Checkpoint.Checkpoint>, CheckpointDecodeError | CheckpointStoreError> =>
-    Option.isNone(cp) ? Effect.succeed(cp) : Effect.map(unpacked([cp.value]), (all) => Option.some(all[0]!))
+    Effect.flatMap(backend.latest(executionId), (cp) =>
+      Option.isNone(cp) ? Effect.succeed(cp) : Effect.flatMap(unpacked([cp.value]), (all) =>
+        all.length === 1 ? Effect.succeed(Option.some(all[0]!)) : attempts > 1 ? latestWhole(executionId, attempts - 1) : Effect.succeedNone))
 
   /** The insert options of a save, checked. */
   const insertOptions = (
@@ -940,7 +1039,9 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
             (found): Effect.Effect<Checkpoint.Checkpoint, CheckpointNotFound | CheckpointDecodeError | CheckpointStoreError> =>
               Option.isNone(found)
                 ? Effect.fail(new CheckpointNotFound({ id }))
-                : Effect.map(unpacked([found.value]), (all) => all[0]!)
+                : Effect.flatMap(unpacked([found.value]), (all) =>
+                  // Removed while it was being read.
+                  all.length === 1 ? Effect.succeed(all[0]!) : Effect.fail(new CheckpointNotFound({ id })))
           )
         )
       ),
@@ -967,7 +1068,7 @@ export const make = (backend: Backend, options: MakeOptions = {}): CheckpointSto
       guard(
         "ExecutionId",
         executionId,
-        read("latest", { "checkpoint.execution_id": executionId }, Effect.flatMap(backend.latest(executionId), unpackedOne))
+        read("latest", { "checkpoint.execution_id": executionId }, latestWhole(executionId))
       ),
     delete: (id) => guard("CheckpointId", id, op("delete", { "checkpoint.id": id }, backend.delete(id))),
     clear: (executionId) =>

@@ -243,8 +243,14 @@ export interface CheckpointableRunnable<S, E = never, R = never> {
   readonly invoke: (input: S, options?: RunOptions) => Effect.Effect<S, E | RunError, R>
   /**
    * `invoke` as a stream of {@link RunEvent}s, ending with `Finished` (whose
-   * state is what `invoke` returns), `Interrupted` or `Suspended`. Stopping
-   * the stream interrupts the run (its saves land first, as for `invoke`).
+   * state is what `invoke` returns), `Interrupted` or `Suspended` (a pause is
+   * an event, not a failure); any other failure fails the stream with its
+   * typed error. Stopping the stream interrupts the run (its saves land
+   * first, as for `invoke`; the execution is `pending` again). Events are
+   * buffered without bound: the run never waits for a slow consumer, and no
+   * event is dropped. `CheckpointSaved` comes once the checkpoint landed, so
+   * with `"async"` durability it may follow the next superstep's
+   * `TaskStarted`; every one comes before `Finished`.
    */
   readonly stream: (input: S, options?: RunOptions) => Stream.Stream<RunEvent<S>, E | RunError, R>
   /**
@@ -288,7 +294,12 @@ export interface CheckpointableRunnable<S, E = never, R = never> {
     executionId?: string,
     options?: ResumeOptions<S>
   ) => Effect.Effect<S, E | RunError | ExecutionNotFound | ExecutionFinished, R>
-  /** `resume` as a stream of {@link RunEvent}s. */
+  /**
+   * `resume` as a stream of {@link RunEvent}s, as {@link stream}: a task whose
+   * update was saved gives `TaskFinished` with `replayed: true`; a resume's
+   * `__update__` checkpoint gives `CheckpointSaved`; a finished execution
+   * gives one `Finished`.
+   */
   readonly streamResume: (
     executionId?: string,
     options?: ResumeOptions<S>
@@ -504,11 +515,10 @@ export const compileCheckpointable = <S, I, E, R>(
         Effect.flatMap(executionIdOf(executionId), (e) => Effect.zipRight(Effect.sync(() => known.delete(e)), store.clear(e))),
       [ClaimableTypeId]: {
         runClaimed,
+        // One conditional write: a reader never sees `failed` without its failure, and an owner who lost the
+        // execution to another live lease changes nothing.
         markFailed: (executionId, owner, error) =>
-          store.release(executionId, { owner, status: "failed" }).pipe(
-            Effect.zipRight(store.updateExecution(executionId, { failure: failureOf(error) })),
-            Effect.ignore
-          )
+          Effect.ignore(store.updateExecution(executionId, { status: "failed", failure: failureOf(error), lease: null }, { owner }))
       }
     }
     return runnable as CheckpointableRunnable<S, E, Exclude<R, NodeContext>>

@@ -285,6 +285,8 @@ export const Reducer = {
  * crash, a later failure or an interrupt) returns the saved result without
  * running `effect`. Failures are not saved: a rerun retries the effect. Step
  * names are unique within a task (`[A-Za-z0-9._:-]`, up to 100 characters).
+ * A result that encodes to `undefined` (`Schema.Void`) is saved as `null`
+ * and replayed as `undefined`.
  *
  * With `durability: "exit"`, step results are saved only when the run stops
  * early (a failure, an interrupt), like the rest of that mode's saves.

@@ -2,9 +2,13 @@
  * What effect-checkpoint reports about itself: spans, metrics and logs.
  *
  * - **Spans** (`Effect.withSpan`, so any tracer you provide — e.g.
- *   `@effect/opentelemetry` — receives them): `checkpoint.run` → `checkpoint.superstep`
- *   → `checkpoint.task`, and one span per store operation (`checkpoint.save`,
- *   `checkpoint.load`, …) under whatever span is current. Attributes:
+ *   `@effect/opentelemetry` — receives them): `checkpoint.run` →
+ *   `checkpoint.node` (a single-task superstep) or `checkpoint.superstep` →
+ *   `checkpoint.task`, and one span per store operation (`checkpoint.save`,
+ *   `checkpoint.load`, …) under whatever span is current. A resume (and a
+ *   worker's run of an execution) is one `checkpoint.resume` span holding its
+ *   reads, its claim and the `checkpoint.run`. Spans carry ids, node names
+ *   and sizes, never a state, metadata or a connection string. Attributes:
  *   `checkpoint.execution_id`, `checkpoint.node`, `checkpoint.version`,
  *   `checkpoint.id`, `checkpoint.backend`, `checkpoint.bytes`. A failure is
  *   recorded on its span.

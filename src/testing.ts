@@ -36,6 +36,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Duration, Effect, Either, FastCheck, Layer, Option, Schema } from "effect"
 import * as Checkpoint from "./Checkpoint.js"
+import * as CheckpointBackend from "./CheckpointBackend.js"
 import type { CheckpointConflict } from "./CheckpointError.js"
 import * as CheckpointStore from "./CheckpointStore.js"
 
@@ -56,6 +57,17 @@ export class StoreTestKit extends Context.Tag("effect-checkpoint/testing/StoreTe
    * a valid checkpoint (truncated JSON, say), behind the store's back.
    */
   readonly corrupt: (checkpoint: Checkpoint.Checkpoint) => Effect.Effect<void, unknown>
+  /**
+   * For a store that keeps large values as blobs (its backend has
+   * `CheckpointBackend.Backend` `blobs`): how many blobs it holds for an
+   * execution, and their stored size (in bytes or characters, as the store
+   * counts). With it, and `ConformanceOptions.blobs: true`, the suite checks
+   * that a large value is stored once and goes with the last checkpoint that
+   * references it.
+   */
+  readonly blobStats?:
+    | ((executionId: Checkpoint.ExecutionId) => Effect.Effect<{ readonly count: number; readonly bytes: number }, unknown>)
+    | undefined
 }>() {}
 
 /**
@@ -187,6 +199,14 @@ export interface ConformanceOptions {
   readonly shortLeaseTtl?: number | undefined
   /** The timeout (ms) of each test. Default 60 000. */
   readonly timeout?: number | undefined
+  /**
+   * `true` for a store that keeps large values as blobs (a backend with
+   * `blobs`, built with the default `largeValues` threshold of 4096): its
+   * {@link StoreTestKit} must give `blobStats`, and the suite then checks how
+   * blobs are stored and removed. Default `false`: those tests are reported
+   * as skipped (a store with `blobs` that does not say so fails the suite).
+   */
+  readonly blobs?: boolean | undefined
 }
 
 // -----------------------------------------------------------------------------
@@ -2089,6 +2109,307 @@ export const conformance = (name: string, makeStore: StoreUnderTest, options: Co
             { taskId: "t", key: `mine-${winners[0]}`, value: winners[0] },
             { taskId: "t", key: "shared", value: winners[0] }
           ])
+        }))
+    })
+
+    // -------------------------------------------------------------------------
+    describe("large values", () => {
+      /** The threshold (JSON characters) above which `CheckpointBackend.make` stores a field as a blob by default. */
+      const threshold = 4096
+      /** Loaded equals saved: the same JSON text (key order too, for a store that keeps it). */
+      const same = (actual: Checkpoint.Checkpoint, saved: Checkpoint.Checkpoint, what: string) => {
+        if (options.preservesKeyOrder === false) expect(view(actual), what).toEqual(view(saved))
+        else expect(JSON.stringify(view(actual)), what).toBe(JSON.stringify(view(saved)))
+      }
+      /** Every way to read an execution gives back exactly `saved` (ascending versions). */
+      const readsBack = (s: CheckpointStore.Service, saved: ReadonlyArray<Checkpoint.Checkpoint>, label = "") =>
+        Effect.gen(function*() {
+          const e = saved[0]!.executionId
+          const listed = yield* s.list(e)
+          expect(versionsOf(listed), `${label} list`).toEqual(versionsOf(saved))
+          listed.forEach((cp, i) => same(cp, saved[i]!, `${label} list v${cp.version}`))
+          for (const cp of saved) same(yield* s.load(cp.id), cp, `${label} load v${cp.version}`)
+          same(Option.getOrThrow(yield* s.latest(e)), saved[saved.length - 1]!, `${label} latest`)
+          // A page in the middle too.
+          const middle = Math.floor(saved.length / 2)
+          const page = yield* s.list(e, { afterVersion: saved[middle]!.version - 1, limit: 2 })
+          page.forEach((cp, i) => same(cp, saved[middle + i]!, `${label} page v${cp.version}`))
+        })
+      /** A second store on the same storage, as another process opens it (its own memory of what is stored). */
+      const otherProcess = (s: CheckpointStore.Service): CheckpointStore.Service =>
+        Option.match(CheckpointBackend.backendOf(s), {
+          onNone: () => s,
+          onSome: ({ backend, options }) => CheckpointBackend.make(backend, options)
+        })
+      /** A message of about 200 characters. */
+      const message = (i: number) => ({ role: i % 2 === 0 ? "user" : "assistant", text: `message ${i} — ${"lorem ipsum ".repeat(15)}` })
+      const chat = (n: number) => Array.from({ length: n }, (_, i) => message(i))
+
+      test("values just under, at and over the threshold, in fields and whole states, round-trip byte-identical", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          // JSON.stringify of "x".repeat(n) is n + 2 characters long.
+          const under = "u".repeat(threshold - 3)
+          const at = "a".repeat(threshold - 2)
+          const over = "o".repeat(threshold - 1)
+          const states: ReadonlyArray<Checkpoint.Json> = [
+            { under, small: 1 },
+            { at, small: 2 },
+            { over, small: 3 },
+            { first: over, middle: "m", last: over + "!", list: Array.from({ length: 300 }, (_, i) => ({ i, s: "x".repeat(20) })) },
+            { over, at, under, n: null, t: true },
+            // Not an object: the whole state is one value.
+            Array.from({ length: 500 }, (_, i) => `item ${i} ${"y".repeat(10)}`),
+            "z".repeat(threshold * 3),
+            { over: "o".repeat(threshold * 50) }
+          ]
+          const saved = yield* Effect.forEach(states, (state, i) =>
+            mk(e, i + 1, i === 3 ? { state, runtime: { joins: { b: ["a"] }, note: "o".repeat(threshold + 1) } } : { state }))
+          for (const cp of saved.slice(0, 4)) yield* s.save(cp)
+          yield* s.saveMany(saved.slice(4))
+          yield* readsBack(s, saved)
+          // What a caller holds is its own: changing it changes nothing stored.
+          const loaded = yield* s.load(saved[2]!.id)
+          ;(loaded.state as { over: string }).over = "changed"
+          same(yield* s.load(saved[2]!.id), saved[2]!, "after a caller changed a loaded state")
+        }))
+
+      test("a large field unchanged across 30 checkpoints comes back whole from each, next to fields that change", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const document = { title: "spec", body: "The quick brown fox. ".repeat(2000), tags: ["a", "b"] }
+          const saved: Array<Checkpoint.Checkpoint> = []
+          for (let v = 1; v <= 30; v++) {
+            const cp = yield* mk(e, v, { state: { step: v, document, log: `step ${v}` } })
+            saved.push(cp)
+            if (v % 10 === 0) yield* s.saveMany(saved.slice(v - 3, v))
+            else if (v % 10 < 8) yield* s.save(cp)
+          }
+          yield* readsBack(s, saved)
+        }))
+
+      test("an append-only array growing over 40 checkpoints, then changed in the middle, shrunk and grown again, comes back whole at every version", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const saved: Array<Checkpoint.Checkpoint> = []
+          let messages: Array<{ role: string; text: string }> = []
+          const add = (state: Checkpoint.Json) =>
+            Effect.flatMap(mk(e, saved.length + 1, { state }), (cp) => Effect.as(s.save(cp), saved.push(cp)))
+          for (let turn = 0; turn < 40; turn++) {
+            messages = [...messages, ...Array.from({ length: 1 + (turn % 3) }, (_, i) => message(messages.length + i))]
+            yield* add({ turn, messages })
+          }
+          // Changed in the middle: not an append.
+          messages = messages.map((m, i) => i === 30 ? { ...m, text: "edited" } : m)
+          yield* add({ turn: 40, messages })
+          // Shrunk, then unchanged, then grown from there; then emptied and grown again.
+          messages = messages.slice(0, 25)
+          yield* add({ turn: 41, messages })
+          yield* add({ turn: 42, messages })
+          messages = [...messages, message(1000)]
+          yield* add({ turn: 43, messages })
+          yield* add({ turn: 44, messages: [] })
+          yield* add({ turn: 45, messages: chat(30) })
+          // Two appends in one batch.
+          const batch = [
+            yield* mk(e, saved.length + 1, { state: { turn: 46, messages: chat(32) } }),
+            yield* mk(e, saved.length + 2, { state: { turn: 47, messages: chat(35) } })
+          ]
+          yield* s.saveMany(batch)
+          saved.push(...batch)
+          yield* readsBack(s, saved)
+          for (const cp of saved) same(yield* s.load(cp.id), cp, `load v${cp.version}`)
+        }))
+
+      test("after prune, delete and clear, new saves of the same execution round-trip (what the store remembered is stale)", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const big = { blob: "b".repeat(threshold * 4) }
+          const state = (v: number, n: number) => ({ v, big, messages: chat(n) })
+          const saved: Array<Checkpoint.Checkpoint> = []
+          const add = (n: number) =>
+            Effect.flatMap(mk(e, (saved[saved.length - 1]?.version ?? 0) + 1, { state: state(saved.length, n) }), (cp) =>
+              Effect.as(s.save(cp), saved.push(cp)))
+          for (let i = 0; i < 6; i++) yield* add(20 + i)
+          expect(yield* s.prune(e, 1)).toBe(5)
+          saved.splice(0, 5)
+          yield* add(26)
+          yield* readsBack(s, saved, "after prune")
+          // The last checkpoints referencing the large values go: they go too (in a store with blobs).
+          yield* s.delete(saved[0]!.id)
+          yield* s.delete(saved[1]!.id)
+          saved.splice(0, 2)
+          yield* add(27)
+          yield* add(28)
+          yield* readsBack(s, saved, "after delete")
+          yield* s.clear(e)
+          saved.splice(0)
+          yield* add(29)
+          yield* add(29)
+          yield* readsBack(s, saved, "after clear")
+          // Prune to zero, then the same execution again from version 1.
+          yield* s.prune(e, 0)
+          saved.splice(0)
+          yield* add(30)
+          yield* readsBack(s, saved, "after prune to 0")
+        }))
+
+      test("two stores on one storage (two processes) interleave saves, prunes and deletes of one execution", () =>
+        Effect.gen(function*() {
+          const a = yield* store
+          const b = otherProcess(a)
+          const e = yield* freshExecution()
+          const big = "B".repeat(threshold * 3)
+          const saved: Array<Checkpoint.Checkpoint> = []
+          const add = (by: CheckpointStore.Service, state: Checkpoint.Json) =>
+            Effect.flatMap(mk(e, (saved[saved.length - 1]?.version ?? 0) + 1, { state }), (cp) =>
+              Effect.as(by.save(cp), saved.push(cp)))
+          const both = (label: string) => Effect.zipRight(readsBack(a, saved, `${label} (a)`), readsBack(b, saved, `${label} (b)`))
+          for (let i = 0; i < 8; i++) yield* add(i % 2 === 0 ? a : b, { i, big, messages: chat(20 + i) })
+          yield* both("alternating")
+          // b prunes what a remembers storing; a goes on as if nothing happened.
+          yield* b.prune(e, 1)
+          saved.splice(0, saved.length - 1)
+          yield* add(a, { i: 12, big, messages: chat(33) })
+          yield* add(a, { i: 13, big: big + "!", messages: chat(34) })
+          yield* both("after b pruned")
+          // a deletes everything b stored; b goes on.
+          for (const cp of [...saved]) yield* a.delete(cp.id)
+          saved.splice(0)
+          yield* add(b, { i: 14, big, messages: chat(34) })
+          yield* add(b, { i: 15, big, messages: chat(35) })
+          yield* add(a, { i: 16, big, messages: chat(36) })
+          yield* both("after a deleted")
+          yield* b.clear(e)
+          saved.splice(0)
+          yield* add(a, { i: 17, big, messages: chat(36) })
+          yield* add(b, { i: 18, big, messages: chat(37) })
+          yield* both("after b cleared")
+        }))
+
+      test("unicode, escapes, nested objects and prototype names in large values round-trip exactly", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const text = "héllo wörld — 你好 — 🎉👩‍👩‍👧 \u2028\u2029 \"quotes\" \\ back\\slash \t\n\u0001 ".repeat(200)
+          const nested = JSON.parse(
+            `{"__proto__":{"polluted":${JSON.stringify(text)}},"constructor":{"prototype":[1,{"deep":{"deeper":[${
+              JSON.stringify(text)
+            }]}}]},"n":[1e21,-2.5e-7,0,-0.5]}`
+          ) as Checkpoint.Json
+          const states = [
+            JSON.parse(`{"__proto__":${JSON.stringify(text)},"constructor":${JSON.stringify(text)},"x":1}`) as Checkpoint.Json,
+            { text, nested, emoji: ["🎉".repeat(3000)] },
+            { text, nested, emoji: ["🎉".repeat(3000), "👩‍👩‍👧".repeat(2000)] },
+            JSON.parse(`{"__proto__":[${JSON.stringify(text)}],"k":2}`) as Checkpoint.Json,
+            JSON.parse(`{"__proto__":[${JSON.stringify(text)},${JSON.stringify(text)}],"k":3}`) as Checkpoint.Json
+          ]
+          const saved = yield* Effect.forEach(states, (state, i) => mk(e, i + 1, { state }))
+          for (const cp of saved) yield* s.save(cp)
+          yield* readsBack(s, saved)
+          const loaded = yield* s.load(saved[0]!.id)
+          expect(Object.getPrototypeOf(loaded.state)).toBe(Object.prototype)
+          expect(Object.hasOwn(loaded.state as object, "__proto__")).toBe(true)
+          expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+        }))
+
+      test("a store with blobs says so: ConformanceOptions.blobs and StoreTestKit.blobStats", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const kit = yield* StoreTestKit
+          const hasBlobs = Option.match(CheckpointBackend.backendOf(s), {
+            onNone: () => false,
+            onSome: ({ backend, options }) => backend.blobs !== undefined && options.largeValues !== false
+          })
+          if (hasBlobs) {
+            expect(options.blobs, "a store whose backend keeps blobs passes { blobs: true } to conformance").toBe(true)
+          }
+          if (options.blobs === true) {
+            expect(kit.blobStats, "{ blobs: true } needs StoreTestKit.blobStats").toBeTypeOf("function")
+          }
+        }))
+
+      const blobTest = (title: string, body: () => Effect.Effect<unknown, unknown, CheckpointStore.CheckpointStore | StoreTestKit>) =>
+        it.live.skipIf(options.blobs !== true)(`blobs: ${title}`, () => body().pipe(Effect.provide(makeStore)), timeout)
+      const statsOf = (e: Checkpoint.ExecutionId) =>
+        Effect.flatMap(StoreTestKit, (kit) => kit.blobStats === undefined ? Effect.dieMessage("no StoreTestKit.blobStats") : kit.blobStats(e))
+
+      blobTest("a large value is stored once per execution, shared by its checkpoints, and goes with the last of them", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const other = yield* freshExecution("other")
+          const document = "d".repeat(100_000)
+          const saved: Array<Checkpoint.Checkpoint> = []
+          for (let v = 1; v <= 20; v++) {
+            const cp = yield* mk(e, v, { state: { step: v, document } })
+            saved.push(cp)
+            yield* s.save(cp)
+          }
+          yield* s.save(yield* mk(other, 1, { state: { document } }))
+          const stats = yield* statsOf(e)
+          expect(stats.count).toBe(1)
+          expect(stats.bytes).toBeGreaterThanOrEqual(document.length)
+          expect(stats.bytes).toBeLessThan(document.length * 2)
+          // Once per execution: the other execution has its own.
+          expect((yield* statsOf(other)).count).toBe(1)
+          expect(yield* s.prune(e, 2)).toBe(18)
+          expect((yield* statsOf(e)).count).toBe(1)
+          yield* s.delete(saved[18]!.id)
+          expect((yield* statsOf(e)).count).toBe(1)
+          yield* s.delete(saved[19]!.id)
+          expect(yield* statsOf(e)).toEqual({ count: 0, bytes: 0 })
+          expect((yield* statsOf(other)).count).toBe(1)
+          // A value that changed: the old one goes when nothing references it.
+          yield* s.save(yield* mk(other, 2, { state: { document: document + "!" } }))
+          expect((yield* statsOf(other)).count).toBe(2)
+          yield* s.prune(other, 1)
+          expect((yield* statsOf(other)).count).toBe(1)
+          same(Option.getOrThrow(yield* s.latest(other)), (yield* s.list(other))[0]!, "other")
+        }))
+
+      blobTest("an append-only array stores what each checkpoint appended, not the whole array again", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          let full = 0
+          let last = ""
+          for (let v = 1; v <= 40; v++) {
+            const state = { v, messages: chat(v * 2) }
+            last = JSON.stringify(state.messages)
+            full += last.length
+            yield* s.save(yield* mk(e, v, { state }))
+          }
+          const stats = yield* statsOf(e)
+          // Full snapshots would store about 20 times the final array; chunks merged like a binary counter about log2(40).
+          expect(stats.bytes).toBeLessThan(full / 2)
+          expect(stats.bytes).toBeLessThan(last.length * 10)
+          // With only the newest checkpoint left, what is stored is about the array once.
+          yield* s.prune(e, 1)
+          const left = yield* statsOf(e)
+          expect(left.bytes).toBeGreaterThanOrEqual(last.length)
+          expect(left.bytes).toBeLessThan(last.length * 1.6)
+        }))
+
+      blobTest("clear, prune to zero and sweep remove an execution's blobs", () =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const big = { blob: "c".repeat(threshold * 2) }
+          const cleared = yield* freshExecution("cleared")
+          const pruned = yield* freshExecution("pruned")
+          const swept = yield* freshExecution("swept")
+          for (const e of [cleared, pruned, swept]) {
+            yield* s.save(yield* mk(e, 1, { state: big, timestamp: new Date(Date.UTC(2020, 0, 1)) }))
+            expect((yield* statsOf(e)).count).toBe(1)
+          }
+          yield* s.clear(cleared)
+          yield* s.prune(pruned, 0)
+          expect(yield* s.sweep({ before: new Date(Date.UTC(2021, 0, 1)) })).toBe(1)
+          for (const e of [cleared, pruned, swept]) expect(yield* statsOf(e), e).toEqual({ count: 0, bytes: 0 })
         }))
     })
 

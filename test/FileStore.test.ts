@@ -22,6 +22,7 @@ import * as CheckpointBackend from "../src/CheckpointBackend.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as FileStore from "../src/layers/File.js"
 import * as MemoryStore from "../src/layers/Memory.js"
+import { hashOf } from "../src/internal/packing.js"
 import { conformance, freshExecution, hostileIds, mk, StoreTestKit, view } from "../src/testing.js"
 
 /** A temp directory owned by this test file, removed when the scope closes. */
@@ -30,10 +31,22 @@ const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
 )
 
+/** The blob files of an execution: name → size. */
+const blobFiles = (dir: string, executionId: string): Map<string, number> => {
+  const blobs = path.join(dir, "executions", executionId, "blobs")
+  if (!fs.existsSync(blobs)) return new Map()
+  return new Map(fs.readdirSync(blobs).map((name) => [name, fs.statSync(path.join(blobs, name)).size]))
+}
+
 const kitFor = (dir: string) =>
   Layer.succeed(StoreTestKit, {
     corrupt: (cp) =>
-      Effect.sync(() => fs.writeFileSync(path.join(dir, "checkpoints", `${cp.id}.json`), "{\"id\": \"truncated"))
+      Effect.sync(() => fs.writeFileSync(path.join(dir, "checkpoints", `${cp.id}.json`), "{\"id\": \"truncated")),
+    blobStats: (executionId) =>
+      Effect.sync(() => {
+        const files = [...blobFiles(dir, executionId).values()]
+        return { count: files.length, bytes: files.reduce((a, b) => a + b, 0) }
+      })
   })
 
 /** A fresh store in a fresh temp directory, plus its corruption kit. */
@@ -41,7 +54,7 @@ const fileUnderTest = Layer.unwrapScoped(
   Effect.map(tempDir, (dir) => Layer.merge(FileStore.layer({ directory: path.join(dir, "store") }), kitFor(path.join(dir, "store"))))
 )
 
-conformance("File", fileUnderTest)
+conformance("File", fileUnderTest, { blobs: true })
 
 const store = CheckpointStore.CheckpointStore
 
@@ -593,6 +606,123 @@ describe("FileStore: records, task writes and 0.1.0 directories", () => {
           updatedBefore: new Date(Date.UTC(2025, 0, 4))
         })
         expect(between.executions.map((r) => r.updatedAt.getUTCDate()).sort()).toEqual([2, 2, 3, 3])
+      })
+    ))
+})
+
+describe("FileStore: large values", () => {
+  const big = { text: "large ".repeat(1000), list: Array.from({ length: 100 }, (_, i) => i) }
+  const bigJson = JSON.stringify(big)
+  const blobName = (value: unknown) => `${hashOf(JSON.stringify(value))}.json`
+
+  it.live("a large value is one file executions/<id>/blobs/<hash>.json holding its JSON; the document holds null and $refs; a 0.1.0 execution takes them too", () =>
+    withStore((dir) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const e = yield* freshExecution()
+        const cps = [yield* mk(e, 1, { state: { big, n: 1 } }), yield* mk(e, 2, { state: { big, n: 2 } })]
+        for (const cp of cps) yield* s.save(cp)
+        expect([...blobFiles(dir, e).keys()]).toEqual([blobName(big)])
+        expect(fs.readFileSync(path.join(dir, "executions", e, "blobs", blobName(big)), "utf8")).toBe(bigJson)
+        for (const cp of cps) {
+          const text = fs.readFileSync(path.join(dir, "checkpoints", `${cp.id}.json`), "utf8")
+          expect(text).not.toContain("large large")
+          const doc = JSON.parse(text)
+          expect(doc.state).toEqual({ big: null, n: cp.version })
+          expect(doc.$refs).toEqual([hashOf(bigJson)])
+          expect(doc.runtime).toEqual({ $pack: { big: { b: hashOf(bigJson) } } })
+        }
+        expect((yield* s.list(e)).map(view)).toEqual(cps.map(view))
+        // Nothing is left in tmp/ by a save.
+        expect(fs.readdirSync(path.join(dir, "tmp"))).toEqual([])
+        // A 0.1.0 execution (documents and slots only) gets blobs on its next save.
+        const old = yield* freshExecution("v010")
+        const raw = yield* Effect.forEach([1, 2], (v) => mk(old, v))
+        yield* Effect.forEach(raw, (cp) => writeRaw(dir, cp))
+        const next = yield* mk(old, 3, { state: { big } })
+        yield* s.save(next)
+        expect([...blobFiles(dir, old).keys()]).toEqual([blobName(big)])
+        expect((yield* s.list(old)).map(view)).toEqual([...raw, next].map(view))
+      })
+    ))
+
+  it.live("a crash between a blob and its checkpoint leaves only an unreferenced blob: reads work, a save reuses it, the next delete or prune removes it", () =>
+    withStore((dir) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const e = yield* freshExecution()
+        const v1 = yield* mk(e, 1, { state: { big } })
+        yield* s.save(v1)
+        // What a crash leaves: blobs are published whole (temp file, fsync, link) before the checkpoint that
+        // references them, so a crash leaves whole blob files that nothing references, and maybe a temp file.
+        const other = { text: "other ".repeat(1000) }
+        const blobs = path.join(dir, "executions", e, "blobs")
+        fs.writeFileSync(path.join(blobs, blobName(other)), JSON.stringify(other))
+        fs.writeFileSync(path.join(blobs, `${"Z".repeat(22)}.json`), JSON.stringify({ never: "referenced" }))
+        fs.writeFileSync(path.join(dir, "tmp", `${randomUUID()}.tmp`), JSON.stringify(other).slice(0, 100))
+        expect(view(yield* s.load(v1.id))).toEqual(view(v1))
+        expect((yield* s.list(e)).map(view)).toEqual([view(v1)])
+        // Another process saves the value the crashed save was writing: the blob there is used as it is.
+        const v2 = yield* Effect.provide(
+          Effect.flatMap(store, (fresh) => Effect.flatMap(mk(e, 2, { state: { other } }), (cp) => Effect.as(fresh.save(cp), cp))),
+          FileStore.layer({ directory: dir })
+        )
+        expect((yield* s.list(e)).map(view)).toEqual([view(v1), view(v2)])
+        expect(blobFiles(dir, e).size).toBe(3)
+        // The next removal collects what no checkpoint left references (the crash's orphan and v1's blob).
+        yield* s.delete(v1.id)
+        expect([...blobFiles(dir, e).keys()]).toEqual([blobName(other)])
+        expect((yield* s.list(e)).map(view)).toEqual([view(v2)])
+        fs.writeFileSync(path.join(blobs, `${"Y".repeat(22)}.json`), "{}")
+        yield* s.save(yield* mk(e, 3))
+        expect(yield* s.prune(e, 1)).toBe(1)
+        expect(blobFiles(dir, e).size).toBe(0)
+        // Clear removes the whole directory, orphans included.
+        fs.writeFileSync(path.join(blobs, `${"X".repeat(22)}.json`), "{}")
+        yield* s.clear(e)
+        expect(fs.existsSync(path.join(dir, "executions", e))).toBe(false)
+      })
+    ))
+
+  it.live("a referenced blob that is gone or damaged fails reads with CheckpointDecodeError naming the checkpoint; the next save of the value stores it again", () =>
+    withStore((dir) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const e = yield* freshExecution()
+        const v1 = yield* mk(e, 1, { state: { big } })
+        yield* s.save(v1)
+        const file = path.join(dir, "executions", e, "blobs", blobName(big))
+        fs.rmSync(file)
+        const reads: ReadonlyArray<Effect.Effect<unknown, { readonly message: string }>> = [s.load(v1.id), s.list(e), s.latest(e)]
+        for (const read of reads) {
+          const error = yield* Effect.flip(read)
+          expect(error).toMatchObject({ _tag: "CheckpointDecodeError", id: v1.id })
+          expect(error.message).toContain("missing")
+        }
+        // This store thinks the blob is stored: the save is refused (BlobsMissing), and made again with it.
+        const v2 = yield* mk(e, 2, { state: { big, n: 2 } })
+        yield* s.save(v2)
+        expect((yield* s.list(e)).map(view)).toEqual([view(v1), view(v2)])
+        fs.writeFileSync(file, "{\"truncated")
+        expect(yield* Effect.flip(s.load(v2.id))).toMatchObject({ _tag: "CheckpointDecodeError", id: v2.id })
+      })
+    ))
+
+  it.live("a save that fails after writing its blobs takes them back", () =>
+    withStore((dir) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const e = yield* freshExecution()
+        const taken = yield* mk(yield* freshExecution("first"), 1)
+        yield* s.save(taken)
+        const clash = yield* mk(e, 1, { id: taken.id, state: { big } })
+        expect(yield* Effect.flip(s.save(clash))).toMatchObject({ _tag: "CheckpointConflict", reason: "IdTaken" })
+        expect(blobFiles(dir, e).size).toBe(0)
+        const rival = yield* mk(e, 1, { state: { small: true } })
+        yield* s.save(rival)
+        expect(yield* Effect.flip(s.save(yield* mk(e, 1, { state: { big } })))).toMatchObject({ reason: "VersionTaken" })
+        expect(blobFiles(dir, e).size).toBe(0)
+        expect((yield* s.list(e)).map(view)).toEqual([view(rival)])
       })
     ))
 })

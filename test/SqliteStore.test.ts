@@ -2,13 +2,14 @@ import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, String as Str } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted, Schema, String as Str } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
+import * as Graph from "../src/Graph.js"
 import * as SqliteStore from "../src/layers/Sqlite.js"
 import { recordStatements } from "./fixtures/sql-statements.js"
 import { conformance, freshExecution, mk, StoreTestKit, view } from "../src/testing.js"
@@ -29,24 +30,39 @@ const withSql = <A, E>(filename: string, f: (sql: SqlClient.SqlClient) => Effect
   Effect.scoped(Effect.flatMap(Layer.build(SqliteClient.layer({ filename })), (ctx) => f(Context.get(ctx, SqlClient.SqlClient))))
 
 const CORRUPT = "UPDATE \"checkpoints\" SET state = '{\"truncated' WHERE id = ?"
+const BLOB_STATS = "SELECT count(*) AS count, coalesce(sum(length(CAST(value AS BLOB))), 0) AS bytes FROM \"checkpoints_blobs\" WHERE execution_id = ?"
+const statsOf = (rows: ReadonlyArray<{ readonly count: number; readonly bytes: number }>) => ({
+  count: Number(rows[0]!.count),
+  bytes: Number(rows[0]!.bytes)
+})
 
 /** A fresh store in a fresh file; the kit corrupts rows through its own connection. */
 const fileUnderTest = Layer.unwrapScoped(
   Effect.map(tempFile, (filename) =>
     Layer.merge(
       SqliteStore.layer({ filename }),
-      Layer.succeed(StoreTestKit, { corrupt: (cp) => withSql(filename, (sql) => sql.unsafe(CORRUPT, [cp.id])) })
+      Layer.succeed(StoreTestKit, {
+        corrupt: (cp) => withSql(filename, (sql) => sql.unsafe(CORRUPT, [cp.id])),
+        blobStats: (e) =>
+          withSql(filename, (sql) => Effect.map(sql.unsafe<{ count: number; bytes: number }>(BLOB_STATS, [e]), statsOf))
+      })
     ))
 )
 
 /** A fresh in-memory database, shared by the store (layerClient) and the kit. */
 const memoryUnderTest = Layer.merge(
   SqliteStore.layerClient(),
-  Layer.effect(StoreTestKit, Effect.map(SqlClient.SqlClient, (sql) => ({ corrupt: (cp) => sql.unsafe(CORRUPT, [cp.id]) })))
+  Layer.effect(
+    StoreTestKit,
+    Effect.map(SqlClient.SqlClient, (sql) => ({
+      corrupt: (cp) => sql.unsafe(CORRUPT, [cp.id]),
+      blobStats: (e) => Effect.map(sql.unsafe<{ count: number; bytes: number }>(BLOB_STATS, [e]), statsOf)
+    }))
+  )
 ).pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" })))
 
-conformance("SQLite (file in a temp dir)", fileUnderTest)
-conformance("SQLite (:memory:, layerClient)", memoryUnderTest)
+conformance("SQLite (file in a temp dir)", fileUnderTest, { blobs: true })
+conformance("SQLite (:memory:, layerClient)", memoryUnderTest, { blobs: true })
 
 /** Runs `body` with a store on a fresh file. */
 const withFileStore = <A, E>(
@@ -192,7 +208,7 @@ describe("SqliteStore", () => {
         const again = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(
           Effect.provide(SqliteStore.layer({ filename: ":memory:" }))
         )
-        expect(again).toEqual([])
+        expect(again.executions).toEqual([])
       }))
   })
 
@@ -217,8 +233,35 @@ describe("SqliteStore", () => {
                 ["timestamp", "TEXT", 1, 0],
                 ["version", "INTEGER", 1, 0],
                 ["next", "TEXT", 1, 0],
-                ["parent_id", "TEXT", 0, 0]
+                ["parent_id", "TEXT", 0, 0],
+                ["runtime", "TEXT", 0, 0],
+                ["refs", "TEXT", 0, 0]
               ])
+              const names = SqliteStore.tableNames()
+              expect(names).toEqual({
+                checkpoints: "checkpoints",
+                executions: "checkpoints_executions",
+                writes: "checkpoints_writes",
+                blobs: "checkpoints_blobs"
+              })
+              const recordColumns = yield* sql.unsafe<{ name: string }>(`SELECT name FROM pragma_table_info('${names.executions}')`)
+              expect(recordColumns.map((c) => c.name)).toEqual([
+                "execution_id",
+                "latest_version",
+                "latest_checkpoint_id",
+                "updated_at",
+                "status",
+                "wake_at",
+                "failure_tag",
+                "failure_message",
+                "attempts",
+                "lease_owner",
+                "lease_expires_at"
+              ])
+              const writeColumns = yield* sql.unsafe<{ name: string; pk: number }>(`SELECT name, pk FROM pragma_table_info('${names.writes}')`)
+              expect(writeColumns.map((c) => [c.name, c.pk])).toEqual([["checkpoint_id", 1], ["task_id", 2], ["key", 3], ["value", 0], ["seq", 0]])
+              const blobColumns = yield* sql.unsafe<{ name: string; pk: number }>(`SELECT name, pk FROM pragma_table_info('${names.blobs}')`)
+              expect(blobColumns.map((c) => [c.name, c.pk])).toEqual([["execution_id", 1], ["hash", 2], ["value", 0]])
               const uniques = yield* sql.unsafe<{ name: string }>(
                 "SELECT l.name FROM pragma_index_list('checkpoints') AS l WHERE l.\"unique\" = 1 AND l.origin = 'u'"
               )
@@ -248,23 +291,25 @@ describe("SqliteStore", () => {
                 expect(detail).not.toMatch(/SCAN checkpoints(?! USING)/)
                 expect(detail).not.toContain("TEMP B-TREE")
               }
-              const grouped = yield* plan(
-                `SELECT id, execution_id, MAX(version) AS version, timestamp, next FROM ${t} GROUP BY execution_id`,
-                []
-              )
-              expect(grouped).toContain(`USING INDEX ${uniques[0]!.name}`)
-              expect(grouped).not.toContain("TEMP B-TREE")
-              // A conditional save: its condition is one seek in that index, evaluated once, and the row is not staged.
-              const conditional = `INSERT INTO ${t} (${cols}) VALUES (` +
-                `CASE WHEN COALESCE((SELECT MAX(version) FROM ${t} WHERE execution_id = ?), 0) = ? THEN ? END, ?, ?, ?, ?, ?, ?, ?, ?)`
-              const conditionalParams = [e, 1, "id", e, "n", "{}", "{}", "2026-01-01T00:00:00.000Z", 2, "[]", null]
-              expect(yield* plan(conditional, conditionalParams)).toMatch(
-                new RegExp(`SEARCH checkpoints USING COVERING INDEX ${uniques[0]!.name} \\(execution_id=\\?\\)`)
-              )
-              const opcodes = (yield* sql.unsafe<{ opcode: string }>(`EXPLAIN ${conditional}`, conditionalParams as Array<never>))
-                .map((r) => r.opcode)
-              expect(opcodes).toContain("Once")
-              expect(opcodes).not.toContain("OpenEphemeral")
+              // listExecutions: a page is an index range in (updated_at, execution_id) order — by status too — never a sort.
+              const x = `"${names.executions}"`
+              const pages = [
+                yield* plan(`SELECT * FROM ${x} ORDER BY updated_at DESC, execution_id DESC LIMIT ?`, [10]),
+                yield* plan(
+                  `SELECT * FROM ${x} WHERE (updated_at, execution_id) < (?, ?) ORDER BY updated_at DESC, execution_id DESC LIMIT ?`,
+                  [Date.now(), "x", 10]
+                ),
+                yield* plan(
+                  `SELECT * FROM ${x} WHERE status = ? AND (updated_at, execution_id) < (?, ?) ORDER BY updated_at DESC, execution_id DESC LIMIT ?`,
+                  ["pending", Date.now(), "x", 10]
+                )
+              ]
+              expect(pages[0]).toContain(`USING INDEX ${names.executions}_updated`)
+              expect(pages[1]).toContain(`USING INDEX ${names.executions}_updated`)
+              expect(pages[2]).toContain(`USING INDEX ${names.executions}_status`)
+              for (const detail of pages) expect(detail).not.toContain("TEMP B-TREE")
+              // sweep: one range of the same index.
+              expect(yield* plan(`DELETE FROM ${x} WHERE updated_at < ?`, [0])).toContain(`USING INDEX ${names.executions}_updated`)
               const versions = yield* sql.unsafe<{ table_name: string; version: number }>(
                 `SELECT table_name, version FROM ${SqliteStore.migrationsTable}`
               )
@@ -495,7 +540,7 @@ describe("SqliteStore", () => {
             }
           }
           expect(yield* s.list(e)).toEqual([])
-          expect(yield* s.listExecutions()).toEqual([])
+          expect((yield* s.listExecutions()).executions).toEqual([])
         })))
 
       it.live(`${name}: unpaired surrogates in state, metadata and next, emoji and NUL anywhere, round-trip exactly`, () =>
@@ -632,28 +677,35 @@ describe("SqliteStore", () => {
         })
       ))
 
-    it.live("listExecutions reads no state: a corrupt state still lists; a corrupt latest next or timestamp fails naming it", () =>
+    it.live("listExecutions reads only records: a corrupt checkpoint still lists; a corrupt record fails reads naming its execution, and writes with CheckpointStoreError", () =>
       withFileStore((filename) =>
         Effect.gen(function*() {
           const s = yield* store
           const e = yield* freshExecution()
           const cp = yield* mk(e, 1, { next: [] })
           yield* s.save(cp)
-          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET state = '{' WHERE id = ?", [cp.id]))
-          const summaries = yield* s.listExecutions()
-          expect(summaries).toEqual([{
+          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET state = '{', next = 'oops' WHERE id = ?", [cp.id]))
+          const page = yield* s.listExecutions()
+          expect(page.executions).toEqual([{
             executionId: e,
             latestVersion: 1,
             latestCheckpointId: cp.id,
             updatedAt: cp.timestamp,
-            pending: false
+            pending: false,
+            status: "done",
+            attempts: 0
           }])
-          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET next = 'oops' WHERE id = ?", [cp.id]))
-          expect(yield* Effect.flip(s.listExecutions())).toMatchObject({ _tag: "CheckpointDecodeError", id: cp.id })
-          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints SET next = '[]', timestamp = 'soon' WHERE id = ?", [cp.id]))
-          expect(yield* Effect.flip(s.listExecutions())).toMatchObject({ _tag: "CheckpointDecodeError", id: cp.id })
+          yield* withSql(filename, (sql) => sql.unsafe("UPDATE checkpoints_executions SET status = 'bogus' WHERE execution_id = ?", [e]))
+          const onList = yield* Effect.flip(s.listExecutions())
+          expect(onList._tag).toBe("CheckpointDecodeError")
+          expect(onList.message).toContain(e)
+          expect((yield* Effect.flip(s.getExecution(e)))._tag).toBe("CheckpointDecodeError")
+          expect(yield* Effect.flip(s.save(yield* mk(e, 2)))).toMatchObject({ _tag: "CheckpointStoreError", operation: "save" })
+          // Not a status a claim takes: passed by.
+          expect(yield* s.claim({ owner: "w", ttl: "1 minute", limit: 10 })).toEqual([])
           yield* s.clear(e)
-          expect(yield* s.listExecutions()).toEqual([])
+          expect((yield* s.listExecutions()).executions).toEqual([])
+          expect(yield* s.claim({ owner: "w", ttl: "1 minute", limit: 10 })).toEqual([])
         })
       ))
   })
@@ -678,7 +730,7 @@ describe("SqliteStore", () => {
         expect(view(loaded)).toEqual(view(cp))
         fs.rmSync(filename)
         const fresh = yield* Effect.flatMap(store, (s) => s.listExecutions()).pipe(Effect.provide(SqliteStore.layer({ filename })))
-        expect(fresh).toEqual([])
+        expect(fresh.executions).toEqual([])
         expect(openFiles().filter((f) => f.startsWith(filename))).toEqual([])
       })))
 
@@ -857,51 +909,30 @@ describe("SqliteStore", () => {
         })))
     }
 
-    it.live("layerClient: one statement per conditional save, like an unconditional one (and one read more to report a failure)", () =>
+    it.live("layerClient: a save takes the write lock first, reads the record, inserts, updates the record; a failed expectation inserts nothing", () =>
       Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
         const s = yield* store
         const e = yield* freshExecution()
-        const other = yield* freshExecution("other")
         const expectOn = (latestVersion: number) => ({ expect: { executionId: e, latestVersion } })
-        const cases: ReadonlyArray<readonly [string, Effect.Effect<void, unknown>]> = [
-          ["save", Effect.flatMap(mk(e, 1), (cp) => s.save(cp, expectOn(0)))],
-          ["saveMany of 2", Effect.flatMap(Effect.forEach([2, 3], (v) => mk(e, v)), (cps) => s.saveMany(cps, expectOn(1)))],
-          [
-            "saveMany of 501 (JSON)",
-            Effect.flatMap(
-              Effect.forEach(Array.from({ length: 501 }, (_, i) => i + 4), (v) => mk(e, v)),
-              (cps) => s.saveMany(cps, expectOn(3))
-            )
-          ],
-          ["saveMany naming another execution", Effect.flatMap(mk(other, 1), (cp) => s.saveMany([cp], expectOn(504)))],
-          ["unconditional save", Effect.flatMap(mk(e, 505), (cp) => s.save(cp))]
-        ]
-        const texts: Array<string> = []
-        for (const [what, effect] of cases) {
-          const [result, statements] = yield* recordStatements(Effect.either(effect))
-          expect(Either.isRight(result), what).toBe(true)
-          expect(statements.length, what).toBe(1)
-          expect(statements[0], what).toMatch(/^INSERT INTO "checkpoints"/)
-          texts.push(statements[0]!)
-        }
-        // The single conditional save: its condition is evaluated once, and its row is not staged (a batch's rows are).
-        const opcodes = (text: string, params: number) =>
-          Effect.map(
-            sql.unsafe<{ opcode: string }>(`EXPLAIN ${text}`, Array.from({ length: params }, () => null) as Array<never>),
-            (rows) => rows.map((r) => r.opcode)
-          )
-        const single = yield* opcodes(texts[0]!, 11)
-        expect(single).toContain("Once")
-        expect(single).not.toContain("OpenEphemeral")
-        // A failed expectation: the refused INSERT, then one read for the version to report. No transaction, nothing else.
-        const [result, statements] = yield* recordStatements(Effect.either(Effect.flatMap(mk(e, 506), (cp) => s.save(cp, expectOn(3)))))
-        expect(Either.flip(result)).toEqual(
-          Either.right(expect.objectContaining({ expectedLatestVersion: 3, actualLatestVersion: 505 }))
+        const [saved, statements] = yield* recordStatements(Effect.flatMap(mk(e, 1), (cp) => s.save(cp, expectOn(0))))
+        expect(saved).toBeUndefined()
+        expect(statements.map((text) => text.split(" ").slice(0, 3).join(" "))).toEqual([
+          `UPDATE ${SqliteStore.migrationsTable} SET`,
+          "SELECT execution_id, latest_version,",
+          "INSERT INTO \"checkpoints\"",
+          "INSERT INTO \"checkpoints_executions\""
+        ])
+        // 501 checkpoints: two INSERTs of at most 500 rows, one transaction.
+        const [, batch] = yield* recordStatements(
+          Effect.flatMap(Effect.forEach(Array.from({ length: 501 }, (_, i) => i + 2), (v) => mk(e, v)), (cps) => s.saveMany(cps, expectOn(1)))
         )
-        expect(statements.length).toBe(2)
-        expect(statements[0]).toBe(texts[0])
-        expect(statements[1]).toMatch(/^SELECT COALESCE\(MAX\(version\), 0\)/)
+        expect(batch.filter((text) => text.startsWith("INSERT INTO \"checkpoints\" ")).length).toBe(2)
+        const [result, failed] = yield* recordStatements(Effect.either(Effect.flatMap(mk(e, 600), (cp) => s.save(cp, expectOn(3)))))
+        expect(Either.flip(result)).toEqual(
+          Either.right(expect.objectContaining({ reason: "ExpectationFailed", expectedLatestVersion: 3, actualLatestVersion: 502 }))
+        )
+        expect(failed.filter((text) => text.startsWith("INSERT"))).toEqual([])
+        expect((yield* s.list(e)).length).toBe(502)
       }).pipe(Effect.provide(SqliteStore.layerClient().pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" }))))))
 
     it.live("layerClient: inside the app's transaction the condition sees the transaction's own writes, and a failed one leaves it usable", () =>
@@ -1088,5 +1119,171 @@ describe("SqliteStore", () => {
         expect(written.length).toBe(reports.reduce((n, r) => n + r.written, 0))
         expectUnbrokenChain(written)
       })), 60_000)
+  })
+
+  describe("migration from 0.1.0", () => {
+    /** The table and schema-version row 0.1.0 made, with checkpoints it wrote. */
+    const v010 = (filename: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) =>
+      withSql(filename, (sql) =>
+        Effect.gen(function*() {
+          yield* sql.unsafe(`CREATE TABLE "checkpoints" (
+  id TEXT PRIMARY KEY NOT NULL,
+  execution_id TEXT NOT NULL,
+  node_name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  timestamp TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  next TEXT NOT NULL,
+  parent_id TEXT,
+  UNIQUE (execution_id, version)
+)`)
+          yield* sql.unsafe(
+            `CREATE TABLE ${SqliteStore.migrationsTable} (table_name TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL)`
+          )
+          yield* sql.unsafe(`INSERT INTO ${SqliteStore.migrationsTable} VALUES ('checkpoints', 1, '2026-01-01T00:00:00.000Z')`)
+          for (const row of rows) {
+            yield* sql.unsafe(`INSERT INTO "checkpoints" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, row as Array<never>)
+          }
+        }))
+
+    const State = Schema.Struct({ n: Schema.Number })
+    const bump = (s: { readonly n: number }) => Effect.succeed({ n: s.n + 1 })
+    const graph = Graph.make(State).pipe(
+      Graph.addNode("a", bump),
+      Graph.addNode("b", bump),
+      Graph.addNode("c", bump),
+      Graph.setEntryPoint("a"),
+      Graph.addEdge("a", "b"),
+      Graph.addEdge("b", "c"),
+      Graph.addEdge("c", Graph.END)
+    )
+
+    it.live("tables of 0.1.0 get the new tables and a record per execution from its newest checkpoint; the run resumes", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const t1 = "2026-01-01T00:00:01.000Z"
+        const t2 = "2026-01-01T00:00:02.500Z"
+        yield* v010(filename, [
+          ["a1", "run-a", "a", "{\"n\":1}", "{}", t1, 1, "[\"b\"]", null],
+          ["a2", "run-a", "b", "{\"n\":2}", "{}", t2, 2, "[\"c\"]", "a1"],
+          ["b1", "run-b", "c", "{\"n\":9}", "{}", t1, 1, "[]", null],
+          // A damaged row of 0.1.0 does not stop the migration: its execution gets a record, its reads fail as before.
+          ["c1", "run-c", "a", "{", "{}", "garbage", 1, "oops", null]
+        ])
+        const s = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        const a = Option.getOrThrow(yield* s.getExecution("run-a" as Checkpoint.ExecutionId))
+        expect(a).toEqual({
+          executionId: "run-a",
+          latestVersion: 2,
+          latestCheckpointId: "a2",
+          updatedAt: new Date(t2),
+          pending: true,
+          status: "pending",
+          attempts: 0
+        })
+        expect(Option.getOrThrow(yield* s.getExecution("run-b" as Checkpoint.ExecutionId))).toMatchObject({ status: "done", latestVersion: 1 })
+        expect(Option.getOrThrow(yield* s.getExecution("run-c" as Checkpoint.ExecutionId))).toMatchObject({ status: "done", latestVersion: 1 })
+        expect((yield* Effect.flip(s.load("c1" as Checkpoint.CheckpointId)))._tag).toBe("CheckpointDecodeError")
+        yield* withSql(filename, (sql) =>
+          Effect.map(
+            sql.unsafe<{ version: number }>(`SELECT version FROM ${SqliteStore.migrationsTable} WHERE table_name = 'checkpoints'`),
+            (rows) => expect(rows).toEqual([{ version: SqliteStore.schemaVersion }])
+          ))
+        // The pending run resumes from its newest checkpoint: only "c" runs.
+        const runnable = yield* Graph.compileCheckpointable(graph).pipe(Effect.provideService(store, s))
+        const result = yield* runnable.resume("run-a" as Checkpoint.ExecutionId).pipe(Effect.provideService(store, s))
+        expect(result).toEqual({ n: 3 })
+        expect((yield* s.list("run-a" as Checkpoint.ExecutionId)).map((c) => c.nodeName)).toEqual(["a", "b", "c"])
+        expect(Option.getOrThrow(yield* s.getExecution("run-a" as Checkpoint.ExecutionId))).toMatchObject({ status: "done", latestVersion: 3 })
+        // Building again changes nothing.
+        const again = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        expect((yield* again.listExecutions()).executions.map((r) => r.executionId).sort()).toEqual(["run-a", "run-b", "run-c"])
+      })))
+
+    it.live("an unrecorded 0.1.0 table (made by hand) is adopted the same way; a newer schema version is refused", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* v010(filename, [["x1", "run-x", "a", "{\"n\":1}", "{}", "2026-01-01T00:00:01.000Z", 1, "[\"b\"]", null]])
+        yield* withSql(filename, (sql) => sql.unsafe(`DELETE FROM ${SqliteStore.migrationsTable}`))
+        const s = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        expect(Option.getOrThrow(yield* s.getExecution("run-x" as Checkpoint.ExecutionId))).toMatchObject({ status: "pending" })
+        yield* withSql(filename, (sql) => sql.unsafe(`UPDATE ${SqliteStore.migrationsTable} SET version = 99`))
+        const refused = yield* Effect.flip(Layer.build(SqliteStore.layer({ filename })))
+        expect(refused).toMatchObject({ _tag: "CheckpointStoreError", operation: "open" })
+        expect(refused.message).toContain("newer")
+      })))
+  })
+
+  describe("claim between processes", () => {
+    it.live("three PROCESSES claiming from one file at once: every due execution is claimed exactly once", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const filename = yield* tempFile
+        const s = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
+        const executions = yield* Effect.forEach(Array.from({ length: 60 }), () => freshExecution("due"))
+        yield* Effect.forEach(executions, (e) => Effect.flatMap(mk(e, 1), (cp) => s.save(cp)), { discard: true })
+        const owners = ["w1", "w2", "w3"]
+        const claimers = yield* Effect.forEach(owners, (owner) => startFixture("sql-claimer.ts", ["sqlite", filename, owner, "2"]))
+        yield* until(() => claimers.every((c) => c.output().stdout.includes("ready\n")), "the claimers to load", 60_000)
+        for (const c of claimers) c.child.stdin!.end("go\n")
+        const codes = yield* Effect.forEach(claimers, (c) => exited(c.child), { concurrency: "unbounded" })
+        const reports = claimers.map((c) => {
+          expect(c.output().stderr).toBe("")
+          return lastLine(c.output().stdout) as { owner: string; buildError?: string; claimed: Array<string>; errors: Array<string> }
+        })
+        expect(codes).toEqual([0, 0, 0])
+        for (const r of reports) {
+          expect(r.buildError, r.owner).toBeUndefined()
+          expect(r.errors, r.owner).toEqual([])
+        }
+        const all = reports.flatMap((r) => r.claimed)
+        expect(all.length).toBe(60)
+        expect(new Set(all)).toEqual(new Set(executions))
+        for (const e of executions) {
+          const r = Option.getOrThrow(yield* s.getExecution(e))
+          const owner = reports.find((rep) => rep.claimed.includes(e))!.owner
+          expect([r.status, r.attempts, r.lease?.owner]).toEqual(["running", 1, owner])
+        }
+      })), 120_000)
+  })
+
+  describe("large values (blobs)", () => {
+    it.live("a large field is stored once per execution, loads whole, and goes with the last checkpoint referencing it", () =>
+      withFileStore((filename) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const count = withSql(filename, (sql) =>
+            Effect.map(
+              sql.unsafe<{ n: number; bytes: number }>(
+                `SELECT (SELECT count(*) FROM checkpoints_blobs WHERE execution_id = ?) AS n, ` +
+                  `(SELECT coalesce(sum(length(state)), 0) FROM checkpoints WHERE execution_id = ?) AS bytes`,
+                [e, e]
+              ),
+              (rows) => rows[0]!
+            ))
+          const big = "x".repeat(10_000)
+          const cps = yield* Effect.forEach([1, 2, 3], (v) => mk(e, v, { state: { big, v } }))
+          for (const cp of cps) yield* s.save(cp)
+          expect((yield* s.list(e)).map(view)).toEqual(cps.map(view))
+          const stored = yield* count
+          expect(stored.n).toBe(1)
+          expect(stored.bytes).toBeLessThan(1000)
+          // A new value: a second blob; pruning the checkpoints that held the first removes it.
+          const other = yield* mk(e, 4, { state: { big: "y".repeat(10_000), v: 4 } })
+          yield* s.save(other)
+          expect((yield* count).n).toBe(2)
+          expect(yield* s.prune(e, 1)).toBe(3)
+          expect((yield* s.list(e)).map(view)).toEqual([view(other)])
+          expect((yield* count).n).toBe(1)
+          // A blob removed behind the packer's back: the next save sends it again.
+          yield* withSql(filename, (sql) => sql.unsafe("DELETE FROM checkpoints_blobs WHERE execution_id = ?", [e]))
+          const next = yield* mk(e, 5, { state: { big: "y".repeat(10_000), v: 5 } })
+          yield* s.save(next)
+          expect(view(yield* s.load(next.id))).toEqual(view(next))
+          yield* s.clear(e)
+          expect(yield* count).toEqual({ n: 0, bytes: 0 })
+        })
+      ))
   })
 })

@@ -3,12 +3,13 @@
  * test tracer), the metrics of its store operations, and debug logs.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, HashSet, Logger, LogLevel, Metric, MetricState, Option, Schema, Tracer } from "effect"
+import { Cause, Effect, type Exit, HashSet, Logger, LogLevel, Metric, MetricState, Option, Schema, Stream, Tracer } from "effect"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
 import * as MemoryStore from "../src/layers/Memory.js"
 import * as Telemetry from "../src/Telemetry.js"
 import { freshExecution, mk } from "../src/testing.js"
+import { engineStores } from "./fixtures/stores.js"
 
 interface Recorded {
   readonly name: string
@@ -16,6 +17,7 @@ interface Recorded {
   readonly parentId: string | undefined
   readonly attributes: Map<string, unknown>
   status: "open" | "ok" | "error"
+  exit?: Exit.Exit<unknown, unknown>
 }
 
 /** A tracer that keeps every span it was asked to make. */
@@ -47,6 +49,7 @@ const recordingTracer = () => {
         kind,
         end: (_endTime, exit) => {
           recorded.status = exit._tag === "Success" ? "ok" : "error"
+          recorded.exit = exit
         },
         attribute: (key, value) => {
           recorded.attributes.set(key, value)
@@ -181,4 +184,165 @@ describe("telemetry", () => {
       expect(lines[0]!.annotations["checkpoint.backend"]).toBe("memory")
       expect(lines[0]!.annotations["checkpoint.version"]).toBe(2)
     }).pipe(Effect.provide(MemoryStore.layer)))
+})
+
+// --- the span tree on every engine store ---------------------------------------
+
+/** A value that must never reach a span: it is in the state, the metadata and a node's error. */
+const SECRET = "s3cr3t-value-4711"
+
+const Secretive = Schema.Struct({ token: Schema.String, log: Schema.Array(Schema.String), n: Schema.Number })
+class Boom extends Schema.TaggedError<Boom>()("Boom", { detail: Schema.String }) {}
+
+/** start → [a, b] → join: a single-task superstep, a two-task one, then one more. */
+const fanOut = (join: () => Effect.Effect<{ readonly n: number }, Boom> = () => Effect.succeed({ n: 3 })) =>
+  Graph.make(Secretive, { reducers: { log: Graph.Reducer.concat } }).pipe(
+    Graph.addNode("start", () => Effect.succeed({ log: ["start"] })),
+    Graph.addNode("a", (s) => Effect.succeed({ log: [`a:${s.token}`] })),
+    Graph.addNode("b", () => Effect.succeed({ log: ["b"] })),
+    Graph.addNode("join", join),
+    Graph.addEdge("start", ["a", "b"]),
+    Graph.addEdge(["a", "b"], "join"),
+    Graph.addEdge("join", Graph.END),
+    Graph.setEntryPoint("start")
+  )
+
+/** The attributes a span may carry: ids, names, numbers — never a value of the user's. */
+const allowedAttributes = new Set([
+  "checkpoint.execution_id",
+  "checkpoint.id",
+  "checkpoint.version",
+  "checkpoint.node",
+  "checkpoint.backend",
+  "checkpoint.bytes",
+  "checkpoint.count",
+  "checkpoint.task_id",
+  "checkpoint.superstep",
+  "checkpoint.mode",
+  "checkpoint.owner"
+])
+
+/** The tree of the spans, one line per span: indentation, name, and its node or the node of its checkpoint. */
+const render = (spans: ReadonlyArray<Recorded>): Array<string> => {
+  const lines: Array<string> = []
+  const walk = (parentId: string | undefined, depth: number) => {
+    for (const s of spans.filter((x) => x.parentId === parentId)) {
+      // The driver's own spans (`sql.execute`, …) are left out of the tree.
+      if (!s.name.startsWith("checkpoint.")) continue
+      const node = s.attributes.get("checkpoint.node")
+      lines.push(`${"  ".repeat(depth)}${s.name}${node === undefined ? "" : ` ${String(node)}`}${s.status === "error" ? " (error)" : ""}`)
+      walk(s.spanId, depth + 1)
+    }
+  }
+  walk(undefined, 0)
+  return lines
+}
+
+const checkAttributes = (spans: ReadonlyArray<Recorded>, backend: string) => {
+  for (const s of spans) {
+    for (const [key, value] of s.attributes) {
+      // Our spans carry only our attributes; no span (the driver's included) carries a user value.
+      if (s.name.startsWith("checkpoint.")) expect(allowedAttributes.has(key), `${s.name}: ${key}`).toBe(true)
+      expect(JSON.stringify(value) ?? "", `${s.name}: ${key}`).not.toContain(SECRET)
+    }
+    if (s.name.startsWith("checkpoint.") && s.attributes.has("checkpoint.backend")) {
+      expect(s.attributes.get("checkpoint.backend")).toBe(backend)
+    }
+  }
+}
+
+describe.each(engineStores)("the span tree of a run on the %s store", (name, storeLayer) => {
+  const backend = ({ PostgreSQL: "postgres" } as Record<string, string>)[name] ?? name.toLowerCase()
+  const test = (title: string, body: () => Effect.Effect<unknown, unknown, CheckpointStore.CheckpointStore>) =>
+    it.live(title, () => Effect.scoped(body()).pipe(Effect.provide(storeLayer)))
+  const input = { token: SECRET, log: [], n: 0 }
+
+  test("run → node / superstep → task → store operation; the stream makes the same tree; no user value in any span", () =>
+    Effect.gen(function*() {
+      const runnable = yield* Graph.compileCheckpointable(fanOut(), { durability: "sync", maxCheckpoints: 0 })
+      const expected = [
+        "checkpoint.run",
+        "  checkpoint.save __input__",
+        "  checkpoint.node start",
+        "  checkpoint.save start",
+        "  checkpoint.superstep a+b",
+        "    checkpoint.task a",
+        "      checkpoint.saveWrites",
+        "    checkpoint.task b",
+        "      checkpoint.saveWrites",
+        "  checkpoint.save a+b",
+        "  checkpoint.node join",
+        "  checkpoint.save join"
+      ]
+      for (const how of ["invoke", "stream"] as const) {
+        const { spans, tracer } = recordingTracer()
+        const e = yield* freshExecution(`tree-${how}`)
+        const options = { executionId: e, metadata: { note: SECRET } }
+        yield* (how === "invoke"
+          ? Effect.asVoid(runnable.invoke(input, options))
+          : Stream.runDrain(runnable.stream(input, options))).pipe(Effect.withTracer(tracer))
+        expect(render(spans), how).toEqual(expected)
+        for (const s of spans.filter((x) => x.name.startsWith("checkpoint."))) {
+          expect(s.status, `${how}: ${s.name}`).toBe("ok")
+          // Every span names the execution, or the checkpoint it is about.
+          expect(s.attributes.get("checkpoint.execution_id") ?? s.attributes.get("checkpoint.id"), s.name).toBeDefined()
+          if (s.attributes.has("checkpoint.execution_id")) expect(s.attributes.get("checkpoint.execution_id")).toBe(e)
+        }
+        // The checkpoint spans carry the checkpoint's own identity.
+        const stored = yield* runnable.listCheckpoints(e)
+        const saves = spans.filter((s) => s.name === "checkpoint.save")
+        expect(saves.map((s) => [s.attributes.get("checkpoint.id"), s.attributes.get("checkpoint.version")])).toEqual(
+          stored.map((c) => [c.id, c.version])
+        )
+        for (const s of saves) expect(s.attributes.get("checkpoint.bytes")).toBeGreaterThan(0)
+        checkAttributes(spans, backend)
+      }
+    }))
+
+  test("a resume: its reads and its claim are in the resume's span, with the run", () =>
+    Effect.gen(function*() {
+      const runnable = yield* Graph.compileCheckpointable(fanOut(), { durability: "sync", maxCheckpoints: 0, interruptBefore: ["join"] })
+      const e = yield* freshExecution("tree-resume")
+      yield* Effect.flip(runnable.invoke(input, { executionId: e }))
+      const { spans, tracer } = recordingTracer()
+      yield* runnable.resume(e).pipe(Effect.withTracer(tracer))
+      expect(render(spans)).toEqual([
+        "checkpoint.resume",
+        "  checkpoint.latest",
+        "  checkpoint.listWrites",
+        "  checkpoint.updateExecution",
+        "  checkpoint.run",
+        "    checkpoint.node join",
+        "    checkpoint.save join"
+      ])
+      expect(spans[0]!.attributes.get("checkpoint.execution_id")).toBe(e)
+      checkAttributes(spans, backend)
+    }))
+
+  test("a failure is recorded on the spans it crossed, with the typed error and no user value elsewhere", () =>
+    Effect.gen(function*() {
+      const runnable = yield* Graph.compileCheckpointable(fanOut(() => Effect.fail(new Boom({ detail: SECRET }))), {
+        durability: "sync",
+        maxCheckpoints: 0
+      })
+      const e = yield* freshExecution("tree-failure")
+      const { spans, tracer } = recordingTracer()
+      const error = yield* Effect.flip(runnable.invoke(input, { executionId: e }).pipe(Effect.withTracer(tracer)))
+      expect(error).toBeInstanceOf(Boom)
+      const tree = render(spans)
+      expect(tree[0]).toBe("checkpoint.run (error)")
+      expect(tree).toContain("  checkpoint.node join (error)")
+      // The failed run settles its record (failed) under the run span.
+      expect(tree.at(-1)).toBe("  checkpoint.updateExecution")
+      const failed = spans.filter((s) => s.status === "error")
+      expect(failed.map((s) => s.name)).toEqual(["checkpoint.run", "checkpoint.node"])
+      for (const s of failed) {
+        expect(Option.getOrUndefined(Cause.failureOption((s.exit as Exit.Failure<unknown, unknown>).cause))).toBeInstanceOf(Boom)
+      }
+      checkAttributes(spans, backend)
+      // A hostile id fails the resume's span (not the store's: nothing reached it).
+      const { spans: hostile, tracer: tracer2 } = recordingTracer()
+      yield* Effect.flip(runnable.resume("../etc").pipe(Effect.withTracer(tracer2)))
+      expect(render(hostile)).toEqual(["checkpoint.resume (error)"])
+    }))
 })

@@ -52,4 +52,77 @@ describe("examples", () => {
     expect(directory).toBeDefined()
     expect(existsSync(directory!)).toBe(false)
   }, 120_000)
+
+  it("observability.ts prints the run's events, its span tree, a debug log and the metrics", () => {
+    const out = run("examples/observability.ts")
+    // Events in causal order; the two parallel tasks start in task order.
+    const events = out.slice(0, out.indexOf("=== Spans"))
+    const order = [
+      "checkpoint #1 saved (__input__)",
+      "superstep 1: plan started (task 0000)",
+      "checkpoint #2 saved (plan)",
+      "superstep 2: search started (task 0000)",
+      "superstep 2: lookup started (task 0001)",
+      "checkpoint #3 saved (search+lookup)",
+      "superstep 3: write finished:",
+      "checkpoint #4 saved (write)",
+      "finished: topic: checkpoints; found 3 papers; found 1 definition"
+    ].map((line) => events.indexOf(line))
+    expect(order.every((at) => at >= 0)).toBe(true)
+    expect([...order].sort((a, b) => a - b)).toEqual(order)
+    // The span tree: run → node / superstep → task → store operation.
+    const spans = out.slice(out.indexOf("=== Spans"), out.indexOf("=== Debug")).split("\n").slice(1)
+      .filter((l) => l.trim() !== "")
+      .map((l) => l.replace(/ [0-9.]+ ms$/, "").replace(/ bytes=\d+/, ""))
+    expect(spans).toEqual([
+      "checkpoint.run",
+      "  checkpoint.save [node=__input__ version=1]",
+      "  checkpoint.node [node=plan]",
+      "  checkpoint.save [node=plan version=2]",
+      "  checkpoint.superstep [node=search+lookup]",
+      "    checkpoint.task [node=search task_id=0000]",
+      "      checkpoint.saveWrites [task_id=0000]",
+      "    checkpoint.task [node=lookup task_id=0001]",
+      "      checkpoint.saveWrites [task_id=0001]",
+      "  checkpoint.save [node=search+lookup version=3]",
+      "  checkpoint.node [node=write]",
+      "  checkpoint.save [node=write version=4]"
+    ])
+    expect(out).toMatch(/level=DEBUG .*message="saved 1 checkpoint\(s\)".*checkpoint\.execution_id=research-3/)
+    // 4 + 4 checkpoints of the two runs, and the manual one.
+    expect(out).toMatch(/effect_checkpoint_saves_total\{backend=memory\}\s+9\n/)
+    expect(out).toMatch(/effect_checkpoint_save_duration_ms\{backend=memory\}\s+count=9\n/)
+  })
+
+  it("custom-store.ts runs on a store written outside the library and resumes from its file in a new layer", () => {
+    const out = run("examples/custom-store.ts")
+    expect(out).toContain("paused: Execution \"order-1\" paused before node \"ship\"")
+    expect(out).toContain("final: {\"item\":\"book\",\"approved\":true,\"shipped\":true}")
+    expect(out).toMatch(/#1 __input__\n#2 check\n#3 __update__\n#4 ship\n/)
+    expect(out.match(/checking book/g)?.length).toBe(1)
+  })
+
+  it("worker.ts: a worker process is killed mid-run; a second worker finishes every execution, each node's update once", () => {
+    const out = run("examples/worker.ts")
+    expect(out).toContain("Started 8 executions")
+    expect(out).toContain("=== The worker process was killed (SIGKILL) ===")
+    // The kill hit work in progress: an execution part-way, leased by the dead worker.
+    expect(out).toMatch(/order-\d: running after [1-3] of 4 nodes, leased by worker-pid-\d+, which is dead/)
+    const finished = out.slice(out.indexOf("=== All done ==="))
+    for (let i = 1; i <= 8; i++) {
+      expect(finished).toContain(`order-${i}: reserve → charge → pack → ship (5 checkpoints)`)
+    }
+  })
+
+  it("approval.ts: the draft step runs once; the interrupt is answered from another process", () => {
+    const out = run("examples/approval.ts")
+    expect(out.match(/calling the LLM/g)?.length).toBe(1)
+    expect(out).toMatch(/Interrupted in node "write" \(interrupt [0-9a-f-]{36}\/0000\/0\)/)
+    expect(out).toContain("Execution status: interrupted")
+    const resumed = out.slice(out.indexOf("=== Resume in another process"))
+    expect(resumed).toContain("approved by ada at 2026-12-05T18:00:00.000Z")
+    expect(resumed).not.toContain("calling the LLM")
+    expect(resumed).toContain(`"status":"published"`)
+    expect(resumed).toContain("Execution status: done")
+  })
 })

@@ -14,13 +14,23 @@
  * Keys are 32 bytes; `keyId` is a short hash of the key, so a value sealed
  * with a previous key finds its key after a rotation.
  *
+ * Large values (blobs, see `packing.ts`) are sealed too, bound to their
+ * execution and content hash. The store never sees their content hash: a
+ * blob is stored under a name keyed by the key, the execution and the hash
+ * (HMAC-SHA-256 with a key derived from the sealing key), so equal values in
+ * two executions have unrelated names, and nobody without the key can test a
+ * guess against a name. Within one execution, checkpoints that share a value
+ * share its name (that is what stores it once). After a rotation, a blob is
+ * looked up under the name of every key given, and stored again under the
+ * new key's name on the next save that references it.
+ *
  * @internal
  */
 import { Effect, Either, Option, Redacted } from "effect"
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto"
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from "node:crypto"
 import * as Checkpoint from "../Checkpoint.js"
 import { CheckpointDecodeError, CheckpointEncodeError, InvalidOption } from "../CheckpointError.js"
-import type { Backend, Encoded, EncodedWrite } from "../CheckpointBackend.js"
+import { type Backend, type BlobWrite, BlobsMissing, type Encoded, type EncodedWrite } from "../CheckpointBackend.js"
 import type { TaskWrite } from "../CheckpointStore.js"
 import { toEncoded } from "./codec.js"
 import { isPlainObject } from "./json.js"
@@ -33,6 +43,8 @@ const TAG_BYTES = 16
 interface Key {
   readonly id: string
   readonly bytes: Uint8Array
+  /** The key blob names are derived with (HKDF of the key: never the key itself). */
+  readonly names: Uint8Array
 }
 
 const keyIdOf = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("base64url").slice(0, 11)
@@ -49,7 +61,11 @@ export const checkKeys = (
     if (!(bytes instanceof Uint8Array) || bytes.length !== KEY_BYTES) {
       return Either.left(new InvalidOption({ option, message: `${option} must be a Redacted Uint8Array of ${KEY_BYTES} bytes` }))
     }
-    out.push({ id: keyIdOf(bytes), bytes })
+    out.push({
+      id: keyIdOf(bytes),
+      bytes,
+      names: new Uint8Array(hkdfSync("sha256", bytes, new Uint8Array(0), "effect-checkpoint blob names", 32))
+    })
   }
   return Either.right(out)
 }
@@ -63,7 +79,17 @@ const seal = (key: Key, plaintext: string, ad: string): { readonly $sealed: stri
 }
 
 /** The JSON value sealed in `value`, or why it cannot be opened. */
-const open = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.Either<unknown, string> => {
+const open = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.Either<unknown, string> =>
+  Either.flatMap(openText(keys, value, ad), (text) => {
+    try {
+      return Either.right(JSON.parse(text))
+    } catch {
+      return Either.left("what it holds is not JSON")
+    }
+  })
+
+/** The text sealed in `value`, or why it cannot be opened. */
+const openText = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.Either<string, string> => {
   if (!isPlainObject(value) || typeof value.$sealed !== "string" || Object.keys(value).length !== 1) {
     return Either.left("it is not sealed (plaintext where a sealed value was expected)")
   }
@@ -78,8 +104,9 @@ const open = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.Eith
     const decipher = createDecipheriv("aes-256-gcm", key.bytes, iv)
     decipher.setAAD(Buffer.from(ad, "utf8"))
     decipher.setAuthTag(body.subarray(body.length - TAG_BYTES))
-    const text = Buffer.concat([decipher.update(body.subarray(0, body.length - TAG_BYTES)), decipher.final()]).toString("utf8")
-    return Either.right(JSON.parse(text))
+    return Either.right(
+      Buffer.concat([decipher.update(body.subarray(0, body.length - TAG_BYTES)), decipher.final()]).toString("utf8")
+    )
   } catch {
     return Either.left("it does not open: altered, moved from another place, or sealed with another key")
   }
@@ -88,6 +115,11 @@ const open = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.Eith
 const checkpointAd = (cp: { readonly executionId: string; readonly version: number; readonly id: string }, field: string) =>
   `checkpoint\u0000${cp.executionId}\u0000${cp.version}\u0000${cp.id}\u0000${field}`
 const writeAd = (checkpointId: string, taskId: string, key: string) => `write\u0000${checkpointId}\u0000${taskId}\u0000${key}`
+const blobAd = (executionId: string, hash: string) => `blob\u0000${executionId}\u0000${hash}`
+
+/** The name a blob of `executionId` with content hash `hash` is stored under with `key` (22 characters of base64url, like a hash). */
+const blobName = (key: Key, executionId: string, hash: string): string =>
+  createHmac("sha256", key.names).update(blobAd(executionId, hash)).digest("base64url").slice(0, 22)
 
 /** A backend that seals before `inner` writes and opens after it reads. */
 export const sealedBackend = (inner: Backend, keys: ReadonlyArray<Key>): Backend => {
@@ -95,6 +127,8 @@ export const sealedBackend = (inner: Backend, keys: ReadonlyArray<Key>): Backend
 
   const sealCheckpoint = (e: Encoded): Effect.Effect<Encoded, CheckpointEncodeError> => {
     const cp = e.checkpoint
+    // The references the store keeps: the names of the blobs, not their content hashes.
+    const refs = e.refs.map((h) => blobName(sealer, cp.executionId, h))
     const sealed = new Checkpoint.Checkpoint({
       id: cp.id,
       executionId: cp.executionId,
@@ -107,7 +141,23 @@ export const sealedBackend = (inner: Backend, keys: ReadonlyArray<Key>): Backend
       ...(cp.parentId === undefined ? {} : { parentId: cp.parentId }),
       ...(e.runtime === null ? {} : { runtime: seal(sealer, e.runtime, checkpointAd(cp, "runtime")) })
     }, true)
-    return Effect.mapError(toEncoded(sealed), (error) => new CheckpointEncodeError({ id: cp.id, message: error.message }))
+    return Effect.mapBoth(toEncoded(sealed), {
+      onFailure: (error) => new CheckpointEncodeError({ id: cp.id, message: error.message }),
+      onSuccess: (encoded): Encoded => refs.length === 0 ? encoded : { ...encoded, refs }
+    })
+  }
+
+  /** The insert options of a batch with its blobs sealed, and how to name a missing blob again by its content hash. */
+  const sealOptions = <O extends { readonly blobs: ReadonlyArray<BlobWrite> }>(options: O, batch: ReadonlyArray<Encoded>) => {
+    const blobs = options.blobs.map((b): BlobWrite => {
+      const sealed = seal(sealer, b.json, blobAd(b.executionId, b.hash))
+      return { executionId: b.executionId, hash: blobName(sealer, b.executionId, b.hash), json: JSON.stringify(sealed) }
+    })
+    const hashes = new Map<string, string>()
+    for (const e of batch) for (const h of e.refs) hashes.set(blobName(sealer, e.checkpoint.executionId, h), h)
+    const unname = (missing: BlobsMissing) =>
+      new BlobsMissing({ executionId: missing.executionId, hashes: missing.hashes.map((n) => hashes.get(n) ?? n) })
+    return { options: options.blobs.length === 0 ? options : { ...options, blobs }, unname }
   }
 
   const openCheckpoint = (cp: Checkpoint.Checkpoint): Effect.Effect<Checkpoint.Checkpoint, CheckpointDecodeError> => {
@@ -159,13 +209,53 @@ export const sealedBackend = (inner: Backend, keys: ReadonlyArray<Key>): Backend
   const openSome = (cp: Option.Option<Checkpoint.Checkpoint>) =>
     Option.isNone(cp) ? Effect.succeed(cp) : Effect.asSome(openCheckpoint(cp.value))
 
+  const innerBlobs = inner.blobs
+  const blobs: Backend["blobs"] = innerBlobs === undefined ? undefined : {
+    load: (executionId, hashes) => {
+      // Under the name of every key: a blob stored before a rotation is found too.
+      const names = hashes.map((h) => keys.map((k) => blobName(k, executionId, h)))
+      return Effect.flatMap(innerBlobs.load(executionId, names.flat()), (found) => {
+        const out = new Map<string, string>()
+        for (const [i, hash] of hashes.entries()) {
+          const name = names[i]!.find((n) => found.has(n))
+          if (name === undefined) continue
+          let value: unknown
+          try {
+            value = JSON.parse(found.get(name)!)
+          } catch {
+            value = undefined
+          }
+          const text = openText(keys, value, blobAd(executionId, hash))
+          if (Either.isLeft(text)) {
+            return Effect.fail(new CheckpointDecodeError({
+              message: `A large value (blob ${name}) of execution ${JSON.stringify(executionId)} cannot be opened: ${text.left}`
+            }))
+          }
+          out.set(hash, text.right)
+        }
+        return Effect.succeed(out)
+      })
+    }
+  }
+
   return {
     ...inner,
     name: inner.name,
-    insert: (batch, options) => Effect.flatMap(Effect.forEach(batch, sealCheckpoint), (sealed) => inner.insert(sealed, options)),
+    blobs,
+    insert: (batch, options) =>
+      Effect.flatMap(Effect.forEach(batch, sealCheckpoint), (sealed) => {
+        const { options: sealedOptions, unname } = sealOptions(options, batch)
+        return Effect.catchTag(inner.insert(sealed, sealedOptions), "BlobsMissing", (m) => Effect.fail(unname(m)))
+      }),
     insertOne: (e, options) =>
-      Effect.flatMap(sealCheckpoint(e), (sealed) =>
-        inner.insertOne === undefined ? inner.insert([sealed], options) : inner.insertOne(sealed, options)),
+      Effect.flatMap(sealCheckpoint(e), (sealed) => {
+        const { options: sealedOptions, unname } = sealOptions(options, [e])
+        return Effect.catchTag(
+          inner.insertOne === undefined ? inner.insert([sealed], sealedOptions) : inner.insertOne(sealed, sealedOptions),
+          "BlobsMissing",
+          (m) => Effect.fail(unname(m))
+        )
+      }),
     load: (id) => Effect.flatMap(inner.load(id), openSome),
     list: (executionId, afterVersion, limit) => Effect.flatMap(inner.list(executionId, afterVersion, limit), openAll),
     latest: (executionId) => Effect.flatMap(inner.latest(executionId), openSome),

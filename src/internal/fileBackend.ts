@@ -17,7 +17,17 @@ import { Effect, Either, Option, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import type * as Checkpoint from "../Checkpoint.js"
 import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
-import { conflict, decodeDocument, decodeRecord, leaseProblem, parseJson } from "../CheckpointBackend.js"
+import {
+  BlobsMissing,
+  conflict,
+  decodeDocument,
+  decodeRecord,
+  expectationMet,
+  isDue,
+  leaseProblem,
+  parseJson,
+  sweepable
+} from "../CheckpointBackend.js"
 import {
   type CheckpointConflict,
   CheckpointDecodeError,
@@ -50,6 +60,12 @@ const LOCK_WAIT_MS = 60_000
 const SCAN_LOCK_WAIT_MS = 1_000
 
 const RECORD = "record.json"
+/** An execution's large values: `executions/<executionId>/blobs/<hash>.json`. */
+const BLOBS = "blobs"
+const HASH = /^[A-Za-z0-9_-]{22}$/
+const BLOB = /^([A-Za-z0-9_-]{22})\.json$/
+/** The field of a stored document that lists the blobs it references (decoding ignores it). */
+const REFS = "$refs"
 const SLOT = /^\d{10}$/
 const WRITE = /^(\d{10})-(.+)\.json$/
 const pad = (n: number): string => String(n).padStart(10, "0")
@@ -71,6 +87,22 @@ const onDisk = (operation: string) =>
     Exclude<E, Infra> | CheckpointStoreError,
     R
   >
+
+/** A document with the blobs it references (`$refs`, which decoding ignores). */
+const withRefs = (document: string, refs: ReadonlyArray<string>): string =>
+  refs.length === 0 ? document : `${document.slice(0, -1)},${JSON.stringify(REFS)}:${JSON.stringify(refs)}}`
+
+/** The blobs a stored document references (`[]`: none), or `undefined` when it cannot be read. */
+const refsIn = (document: string): ReadonlyArray<string> | undefined => {
+  try {
+    const parsed = JSON.parse(document) as unknown
+    if (!isPlainObject(parsed)) return undefined
+    const refs = parsed[REFS]
+    return refs === undefined ? [] : Array.isArray(refs) ? refs.filter((h): h is string => typeof h === "string") : undefined
+  } catch {
+    return undefined
+  }
+}
 
 /** An execution record as the File store keeps it in memory (times in epoch ms). */
 interface StoredRecord {
@@ -181,35 +213,6 @@ const patchRecord = (r: StoredRecord, patch: RecordPatch, now: number): StoredRe
     now
   )
 
-const expectationMet = (
-  record: StoredRecord | undefined,
-  expect: { readonly latestVersion: number; readonly latestCheckpointId?: string | undefined }
-): boolean =>
-  record === undefined
-    ? expect.latestVersion === 0
-    : record.latestVersion === expect.latestVersion &&
-      (expect.latestCheckpointId === undefined || record.latestCheckpointId === expect.latestCheckpointId)
-
-const isDue = (r: StoredRecord, now: number): boolean => {
-  const free = r.lease === undefined || r.lease.expiresAt <= now
-  if (!free) return false
-  switch (r.status) {
-    case "pending":
-      return true
-    case "sleeping":
-      return r.wakeAt === undefined || r.wakeAt <= now
-    case "running":
-      // Its lease expired (a run died), or it has none (released without a status): nobody runs it.
-      return true
-    default:
-      return false
-  }
-}
-
-const sweepable = (r: StoredRecord, before: number, force: boolean, now: number): boolean =>
-  r.updatedAt < before &&
-  (force || (r.status !== "interrupted" && r.status !== "sleeping" && (r.lease === undefined || r.lease.expiresAt <= now)))
-
 /** `(updatedAt, executionId)` descending. */
 const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
   b[1].updatedAt - a[1].updatedAt || (a[0] < b[0] ? 1 : a[0] > b[0] ? -1 : 0)
@@ -246,6 +249,8 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
   const slotPath = (executionId: string, version: number) => path.join(layout.executions, executionId, pad(version))
   const slotTarget = (id: string) => `../../checkpoints/${id}.json`
   const writesPath = (checkpointId: string) => path.join(layout.writes, checkpointId)
+  const blobsPath = (executionId: string) => path.join(layout.executions, executionId, BLOBS)
+  const blobPath = (executionId: string, hash: string) => path.join(layout.executions, executionId, BLOBS, `${hash}.json`)
   const tempPath = (suffix: string) => path.join(layout.tmp, `${randomUUID()}${suffix}`)
   /** The checkpoint id a slot link points to, if it is one of ours. */
   const idOfTarget = (target: string): string | undefined => {
@@ -348,11 +353,12 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
     )
 
   /** Publishes a checkpoint's document, then claims its slot; on a failure nothing of it is left. */
-  const insertCheckpoint = ({ checkpoint: cp, document }: Encoded) => {
+  const insertCheckpoint = ({ checkpoint: cp, document, refs }: Encoded) => {
+    const text = withRefs(document, refs)
     const slot = slotPath(cp.executionId, cp.version)
     const link = fs.symlink(slotTarget(cp.id), slot)
     return Effect.gen(function*() {
-      yield* publish(document, documentPath(cp.id)).pipe(
+      yield* publish(text, documentPath(cp.id)).pipe(
         Effect.catchIf(isAlreadyExists, () => Effect.fail(conflict.idTaken(cp)))
       )
       yield* link.pipe(
@@ -378,6 +384,76 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
       fs.remove(documentPath(id), { force: true }),
       fs.remove(writesPath(id), { recursive: true, force: true })
     )
+
+  // ---------------------------------------------------------------------------
+  // Blobs
+  // ---------------------------------------------------------------------------
+
+  /**
+   * Refuses a batch that references a blob its execution does not have on
+   * disk and the batch does not bring (under the execution's lock).
+   */
+  const checkBlobs = (batch: ReadonlyArray<Encoded>, options: InsertOptions) =>
+    Effect.gen(function*() {
+      for (const e of batch) {
+        if (e.refs.length === 0) continue
+        const executionId = e.checkpoint.executionId
+        const missing: Array<string> = []
+        for (const hash of new Set(e.refs)) {
+          if (options.blobs.some((b) => b.executionId === executionId && b.hash === hash && HASH.test(b.hash))) continue
+          if (!HASH.test(hash) || !(yield* fs.exists(blobPath(executionId, hash)))) missing.push(hash)
+        }
+        if (missing.length > 0) return yield* new BlobsMissing({ executionId, hashes: missing })
+      }
+    })
+
+  /**
+   * Stores the blobs of a batch, each unless its execution has it (a file is
+   * published whole, so one that exists is whole); returns the files it made,
+   * for a rollback.
+   */
+  const storeBlobs = (blobs: InsertOptions["blobs"], made: Array<string>) =>
+    Effect.forEach(blobs, (b) => {
+      if (!HASH.test(b.hash)) return Effect.die(new Error(`a blob hash ${JSON.stringify(b.hash)} is not one the store kit makes`))
+      const file = blobPath(b.executionId, b.hash)
+      const publishIt = Effect.tap(publish(b.json, file), () => made.push(file))
+      return publishIt.pipe(
+        Effect.catchIf(isNotFound, () => Effect.zipRight(fs.makeDirectory(blobsPath(b.executionId), { recursive: true }), publishIt)),
+        Effect.catchIf(isAlreadyExists, () => Effect.void)
+      )
+    }, { discard: true })
+
+  /**
+   * Removes the blobs of an execution that no checkpoint of it references any
+   * more (under the execution's lock): after a delete or a prune, and the
+   * blobs a crash left between their write and their checkpoint's. When a
+   * document left cannot be read, nothing goes.
+   */
+  const collectBlobs = (executionId: string) =>
+    Effect.gen(function*() {
+      const names = yield* fs.readDirectory(blobsPath(executionId)).pipe(
+        Effect.catchIf(isNotFound, () => Effect.succeed([] as Array<string>))
+      )
+      const stored = names.flatMap((n) => {
+        const match = BLOB.exec(n)
+        return match === null ? [] : [match[1]!]
+      })
+      if (stored.length === 0) return
+      const live = new Set<string>()
+      const readable = yield* Effect.forEach(yield* versionsOf(executionId), (version) =>
+        Effect.map(orNone(fs.readFileString(slotPath(executionId, version))), (text) => {
+          if (Option.isNone(text)) return true
+          const refs = refsIn(text.value)
+          if (refs === undefined) return false
+          for (const h of refs) live.add(h)
+          return true
+        }), { concurrency: CONCURRENCY })
+      if (readable.includes(false)) return
+      yield* Effect.forEach(stored.filter((h) => !live.has(h)), (h) => fs.remove(blobPath(executionId, h), { force: true }), {
+        concurrency: CONCURRENCY,
+        discard: true
+      })
+    })
 
   /**
    * Removes the slots of `versions` (each before its document and writes, so
@@ -566,8 +642,16 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
           if (expect !== undefined) {
             records.set(expect.executionId, yield* checkExpectation(expect.executionId, records.get(expect.executionId), expect))
           }
+          // Blobs before the checkpoints that reference them: a crash in between leaves unreferenced blobs, never a dangling reference.
+          yield* checkBlobs(batch, options)
+          const blobsMade: Array<string> = []
           const written: Array<Checkpoint.Checkpoint> = []
-          const rollback = Effect.forEach(written, uninsert, { discard: true })
+          // Blobs this batch made are referenced by nothing else (they were absent, under the lock): they go too.
+          const rollback = Effect.zipRight(
+            Effect.forEach(written, uninsert, { discard: true }),
+            Effect.forEach(blobsMade, (file) => Effect.ignore(fs.remove(file, { force: true })), { discard: true })
+          )
+          yield* storeBlobs(options.blobs, blobsMade).pipe(Effect.onError(() => rollback))
           yield* Effect.forEach(batch, (e) => Effect.tap(insertCheckpoint(e), () => written.push(e.checkpoint)), {
             discard: true
           }).pipe(Effect.onError(() => rollback))
@@ -760,13 +844,13 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
 
   const sweep: Backend["sweep"] = ({ before, force, now }) =>
     Effect.gen(function*() {
-      const candidates = (yield* allRecords(leniently)).filter(([, r]) => sweepable(r, before, force, now))
+      const candidates = (yield* allRecords(leniently)).filter(([, r]) => sweepable(r, { before, force, now }))
       let removed = 0
       for (const [executionId] of candidates) {
         const gone = yield* ifLockable(
           executionId,
           Effect.flatMap(readRecord(executionId), (stored) =>
-            Option.isSome(stored) && sweepable(stored.value, before, force, now)
+            Option.isSome(stored) && sweepable(stored.value, { before, force, now })
               ? Effect.as(removeExecution(executionId), Option.some(true))
               : Effect.succeedNone)
         )
@@ -777,6 +861,17 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
 
   return {
     name: BACKEND,
+    blobs: {
+      load: (executionId, hashes) =>
+        Effect.map(
+          Effect.forEach(
+            hashes.filter((h) => HASH.test(h)),
+            (hash) => Effect.map(orNone(fs.readFileString(blobPath(executionId, hash))), Option.map((json) => [hash, json] as const)),
+            { concurrency: CONCURRENCY }
+          ),
+          (found) => new Map(found.flatMap((f) => Option.isSome(f) ? [f.value] : []))
+        ).pipe(onDisk("load"))
+    },
     insert,
     insertOne: (e, options) => insert([e], options),
     load: (id) =>
@@ -809,16 +904,19 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
             // The slot first, so a crash in between leaves an unlisted document, never a listed hole.
             if (ours) yield* fs.remove(slot)
             yield* removeCheckpointFiles(id)
-            if (!ours) return
-            const record = yield* readRecord(cp.executionId).pipe(
-              Effect.catchTag("CheckpointDecodeError", () => Effect.succeedNone)
-            )
-            // The record follows the newest checkpoint left; with none left, the execution goes.
-            if (Option.isSome(record) && cp.version >= record.value.latestVersion) {
-              yield* storeReconciled(cp.executionId, record.value, yield* reconcile(cp.executionId, record.value))
-            } else if (Option.isNone(record) && (yield* versionsOf(cp.executionId)).length === 0) {
-              yield* removeExecution(cp.executionId)
+            if (ours) {
+              const record = yield* readRecord(cp.executionId).pipe(
+                Effect.catchTag("CheckpointDecodeError", () => Effect.succeedNone)
+              )
+              // The record follows the newest checkpoint left; with none left, the execution goes.
+              if (Option.isSome(record) && cp.version >= record.value.latestVersion) {
+                yield* storeReconciled(cp.executionId, record.value, yield* reconcile(cp.executionId, record.value))
+              } else if (Option.isNone(record) && (yield* versionsOf(cp.executionId)).length === 0) {
+                yield* removeExecution(cp.executionId)
+              }
             }
+            // Its blobs go with it, unless a checkpoint left references them.
+            if ((refsIn(text.value)?.length ?? 1) > 0) yield* collectBlobs(cp.executionId)
           })
         )
       }).pipe(
@@ -834,6 +932,7 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
           const drop = versions.slice(0, Math.max(0, versions.length - keep))
           const removed = yield* removeSlots(executionPath(executionId), drop)
           if (drop.length === versions.length) yield* removeExecution(executionId)
+          else if (drop.length > 0) yield* collectBlobs(executionId)
           return removed
         })
       ).pipe(onDisk("prune")),

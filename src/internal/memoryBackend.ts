@@ -12,7 +12,17 @@ import type { CheckpointConflict, LeaseLost } from "../CheckpointError.js"
 import type * as Checkpoint from "../Checkpoint.js"
 import { CheckpointNotFound, ExecutionNotFound } from "../CheckpointError.js"
 import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
-import { BlobsMissing, conflict, decodeDocument, decodeRecord, derivedStatus, leaseProblem } from "../CheckpointBackend.js"
+import {
+  BlobsMissing,
+  conflict,
+  decodeDocument,
+  decodeRecord,
+  derivedStatus,
+  expectationMet,
+  isDue,
+  leaseProblem,
+  sweepable
+} from "../CheckpointBackend.js"
 import type { ExecutionRecord, ExecutionStatus, Failure, TaskWrite } from "../CheckpointStore.js"
 
 interface Execution {
@@ -170,17 +180,6 @@ export const memoryBackend = (state: MemoryState): Backend => {
     blobs.delete(executionId)
   }
 
-  const expectationMet = (
-    executionId: string,
-    expect: { readonly latestVersion: number; readonly latestCheckpointId?: string | undefined }
-  ): boolean => {
-    const record = records.get(executionId)
-    return record === undefined
-      ? expect.latestVersion === 0
-      : record.latestVersion === expect.latestVersion &&
-        (expect.latestCheckpointId === undefined || record.latestCheckpointId === expect.latestCheckpointId)
-  }
-
   const insert = (batch: ReadonlyArray<Encoded>, options: InsertOptions) =>
     Effect.suspend((): Effect.Effect<void, CheckpointConflict | LeaseLost | BlobsMissing> => {
       const newest = new Map<string, Encoded>()
@@ -193,7 +192,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
         if (lost !== undefined) return Effect.fail(lost)
       }
       const expect = options.expect
-      if (expect !== undefined && !expectationMet(expect.executionId, expect)) {
+      if (expect !== undefined && !expectationMet(records.get(expect.executionId), expect)) {
         return Effect.fail(conflict.expectationFailed(expect, records.get(expect.executionId)?.latestVersion ?? 0))
       }
       for (const e of batch) {
@@ -288,22 +287,6 @@ export const memoryBackend = (state: MemoryState): Backend => {
     applyFields(record, patch, now)
   }
 
-  const isDue = (r: StoredRecord, now: number): boolean => {
-    const free = r.lease === undefined || r.lease.expiresAt <= now
-    if (!free) return false
-    switch (r.status) {
-      case "pending":
-        return true
-      case "sleeping":
-        return r.wakeAt === undefined || r.wakeAt <= now
-      case "running":
-        // Its lease expired (a run died), or it has none (released without a status): nobody runs it.
-        return true
-      default:
-        return false
-    }
-  }
-
   const matches = (query: ExecutionQuery) => ([executionId, r]: readonly [string, StoredRecord]): boolean =>
     (query.statuses === undefined || query.statuses.includes(r.status)) &&
     (query.updatedBefore === undefined || r.updatedAt < query.updatedBefore) &&
@@ -392,7 +375,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
         if (record === undefined) return Effect.fail(new ExecutionNotFound({ executionId }))
         const lost = leaseProblem(executionId, record.lease, options.owner, options.holds, options.now)
         if (lost !== undefined) return Effect.fail(lost)
-        if (options.expect !== undefined && !expectationMet(executionId, options.expect)) {
+        if (options.expect !== undefined && !expectationMet(record, options.expect)) {
           return Effect.fail(conflict.expectationFailed({ executionId, ...options.expect }, record.latestVersion))
         }
         patchRecord(record, patch, options.now)
@@ -413,10 +396,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
       }),
     sweep: ({ before, force, now }) =>
       Effect.sync(() => {
-        const gone = [...records].filter(([, r]) =>
-          r.updatedAt < before &&
-          (force || (r.status !== "interrupted" && r.status !== "sleeping" && (r.lease === undefined || r.lease.expiresAt <= now)))
-        )
+        const gone = [...records].filter(([, r]) => sweepable(r, { before, force, now }))
         for (const [executionId] of gone) clearExecution(executionId)
         return gone.length
       })

@@ -158,7 +158,13 @@ export const makePacker = (threshold: number): Packer => {
         packed ??= { ...state } as Record<string, Checkpoint.Json>
         packed[key] = null
         pack ??= {}
-        pack[key] = field.kind === "blob" ? { b: field.hash } : { c: field.chunks.map((c) => c.hash) }
+        // An own property even for "__proto__" (an assignment would set the prototype).
+        Object.defineProperty(pack, key, {
+          value: field.kind === "blob" ? { b: field.hash } : { c: field.chunks.map((c) => c.hash) },
+          enumerable: true,
+          writable: true,
+          configurable: true
+        })
       }
       if (packed === undefined || pack === undefined) return undefined
       const refs = new Set<string>()

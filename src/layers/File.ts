@@ -11,6 +11,7 @@
  * | `checkpoints/<id>.json` | the checkpoint document, published with `link(2)` from a fsync'ed temp file: it appears whole or not at all, and never replaces another |
  * | `executions/<executionId>/<version>` | a symbolic link to `../../checkpoints/<id>.json`, created with `symlink(2)` (which fails if it exists): the atomic `(executionId, version)` slot |
  * | `executions/<executionId>/record.json` | the execution record (status, latest version, lease, failure, attempts), replaced atomically (fsync'ed temp file + `rename(2)`) |
+ * | `executions/<executionId>/blobs/<hash>.json` | a large value of the execution (a state field over 4096 characters of JSON, or a chunk of an array that only grew), stored once and published like documents; the documents that reference it list it in `$refs` |
  * | `writes/<checkpointId>/<taskId>/<seq>-<key>.json` | the task writes of a checkpoint, published like documents |
  * | `locks/<executionId>.lock` | the lock of an execution while a process changes it (`O_EXCL`, with owner pid, host and expiry) |
  * | `tmp/` | temp files of writes in progress, and executions being removed |
@@ -25,6 +26,14 @@
  * names. `listExecutions`, `claim` and `sweep` read the record of every
  * execution: O(executions) per call (the other stores answer from an index).
  * Ids can never leave `directory`: they are checked before any path is built.
+ *
+ * Large values: a blob is written before the checkpoints that reference it,
+ * under the execution's lock, and only if the execution does not have it; a
+ * save referencing a blob that is not there is refused and made again with
+ * it. A blob goes when the last checkpoint that references it goes (delete,
+ * prune, clear, sweep). A crash between a blob and its checkpoint leaves a
+ * blob nothing references (never a reference to a missing blob): the next
+ * delete or prune of that execution removes it, and so do clear and sweep.
  *
  * A directory written by 0.1.0 (no records, no writes, no locks) keeps
  * working: an execution without a record gets one on first access, from its

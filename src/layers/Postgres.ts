@@ -102,9 +102,9 @@ export interface ClientOptions {
    *
    * A statement that is slow rather than unanswered is stopped the same way,
    * on the client's side: set it above your slowest expected operation (a
-   * large `saveMany` runs one statement per 5,000 rows). The server may
-   * finish a statement whose connection was closed; with autocommit such a
-   * save may then be written.
+   * large `saveMany` runs one `INSERT` per 500 rows). The server may
+   * still finish what it was doing: a change whose `COMMIT` had reached it
+   * is then written.
    */
   readonly queryTimeout?: Duration.DurationInput | undefined
 }

@@ -90,7 +90,7 @@ export const step = <A, I, E, R>(
     const key = `step:${name}`
     const saved = ctx.saved.get(key)
     if (saved !== undefined) {
-      return Either.match(Schema.decodeUnknownEither(schema)(saved), {
+      return Either.match(Schema.decodeUnknownEither(schema)(saved === null ? savedNull(schema) : saved), {
         onLeft: (e) =>
           Effect.fail(new CheckpointDecodeError({
             id: ctx.checkpointId,
@@ -106,11 +106,23 @@ export const step = <A, I, E, R>(
           message: `The result of step ${JSON.stringify(name)} of node ${JSON.stringify(ctx.node)} does not match its Schema: ${formatted(encoded.left)}`
         }))
       }
-      const problem = jsonProblem(encoded.right, `step ${name}`)
+      // A result that encodes to `undefined` (`Schema.Void`, `Schema.Undefined`) is saved as `null` (see `savedNull`).
+      const value = encoded.right === undefined ? null : encoded.right
+      const problem = jsonProblem(value, `step ${name}`)
       if (problem !== undefined) return Effect.fail(new CheckpointEncodeError({ message: problem }))
-      return Effect.as(ctx.write(key, encoded.right as Checkpoint.Json), result)
+      return Effect.as(ctx.write(key, value as Checkpoint.Json), result)
     })
   })
+
+/**
+ * What a step result saved as `null` is decoded from: `undefined` when the
+ * Schema's encoded side is `void`, or cannot be `null` (so the result encoded
+ * to `undefined` and was saved as `null`); else `null` itself.
+ */
+const savedNull = (schema: Schema.Schema<any, any>): null | undefined => {
+  const encoded = Schema.encodedSchema(schema)
+  return encoded.ast._tag === "VoidKeyword" || !Schema.is(encoded)(null) ? undefined : null
+}
 
 /** See `Graph.interrupt`. */
 export const interrupt = <A, I>(

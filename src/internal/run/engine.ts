@@ -86,6 +86,8 @@ export interface Run<S> {
   supersteps: number
   /** When the lease was last taken or renewed (Clock ms). */
   leaseAt: number
+  /** A write of this run marks the execution interrupted (a new interrupt or pause): its end need not. */
+  marksInterrupted: boolean
 }
 
 export const PAUSE_TASK = "pause"

@@ -13,6 +13,7 @@ import type { ResumeOptions, RunEvent, RunOptions } from "../../CheckpointedRunn
 import { ExecutionFinished, InvalidResume, UPDATE } from "../graph.js"
 import { interruptIdOf, parseInterruptId } from "./context.js"
 import { type Boundary, bothPauses, type Engine, newOwner, PAUSE_TASK } from "./engine.js"
+import { span } from "../telemetry.js"
 import type { Runner } from "./runner.js"
 import type { Task } from "./superstep.js"
 
@@ -110,13 +111,18 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
         if (hasAnswer) {
           return yield* new InvalidResume({ executionId, message: `Execution ${JSON.stringify(executionId)} has finished: no interrupt is pending` })
         }
-        if (update === undefined) return state
+        if (update === undefined) {
+          events?.({ _tag: "Finished", executionId, state })
+          return state
+        }
         if (resumeOptions?.allowFinished !== true) return yield* new ExecutionFinished({ executionId, checkpointId: from.id })
         const edited = update(state)
         const chain = { version: from.version, parentId: from.id }
         const cp = yield* makeCheckpoint(chain, executionId, UPDATE, yield* encode(edited, UPDATE), [], metadata, from.runtime)
         yield* store.save(cp, { expect })
         remember(executionId, cp.version, cp.id)
+        events?.({ _tag: "CheckpointSaved", checkpoint: cp })
+        events?.({ _tag: "Finished", executionId, state: edited })
         return edited
       }
       const tasks = (yield* boundaryOf(from, state, true)).tasks
@@ -137,6 +143,7 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
           owner: takeOver ? undefined : owner,
           execution: { status: "running", lease: { owner, ttl: durations.leaseTtl } }
         })
+        events?.({ _tag: "CheckpointSaved", checkpoint: cp })
         // What the tasks saved (steps, updates, pause markers) goes on with the edited checkpoint.
         yield* Effect.forEach(written.byTask, ([taskId, keys]) =>
           store.saveWrites(cp.id, taskId, [...keys].map(([key, value]) => ({ key, value })), { owner }), { discard: true })
@@ -165,7 +172,23 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
       }))
     })
 
+  /**
+   * A resume in one span, so its reads and its claim (made before the run)
+   * are in the same trace as the run.
+   */
+  const resumeSpan = <A, E, R>(effect: Effect.Effect<A, E, R>, attributes: () => Record<string, unknown>) =>
+    span(effect, "checkpoint.resume", attributes)
+
   const resumeWith = (
+    executionIdRaw: string | undefined,
+    resumeOptions: ResumeOptions<S> | undefined,
+    events: ((event: RunEvent<S>) => void) | undefined
+  ): Effect.Effect<S, any, any> =>
+    resumeSpan(resumeLatest(executionIdRaw, resumeOptions, events), () => ({
+      "checkpoint.execution_id": String(executionIdRaw ?? engine.defaultExecutionId).slice(0, 200)
+    }))
+
+  const resumeLatest = (
     executionIdRaw: string | undefined,
     resumeOptions: ResumeOptions<S> | undefined,
     events: ((event: RunEvent<S>) => void) | undefined
@@ -179,6 +202,9 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
     })
 
   const resumeFromCheckpoint = (id: string, runOptions?: RunOptions) =>
+    resumeSpan(fromCheckpoint(id, runOptions), () => ({ "checkpoint.id": String(id).slice(0, 200) }))
+
+  const fromCheckpoint = (id: string, runOptions?: RunOptions) =>
     Effect.gen(function*() {
       const from = yield* Effect.flatMap(Checkpoint.makeCheckpointId(id), store.load)
       const state = yield* decode(from)
@@ -220,6 +246,12 @@ export const makeResumer = <S>(engine: Engine<S>, runner: Runner<S>) => {
 
   /** A worker's run of an execution it claimed (it holds the lease). */
   const runClaimed = (executionId: Checkpoint.ExecutionId, owner: string, leaseTtl: Duration.Duration) =>
+    resumeSpan(runClaimedIn(executionId, owner, leaseTtl), () => ({
+      "checkpoint.execution_id": executionId,
+      "checkpoint.mode": "worker"
+    }))
+
+  const runClaimedIn = (executionId: Checkpoint.ExecutionId, owner: string, leaseTtl: Duration.Duration) =>
     Effect.gen(function*() {
       const latest = yield* store.latest(executionId)
       if (Option.isNone(latest)) return yield* new ExecutionNotFound({ executionId })

@@ -69,8 +69,10 @@ export const makeRunner = <S>(engine: Engine<S>) => {
     wait: boolean,
     superseded = false
   ): Effect.Effect<void, SaveFailed> =>
-    Effect.suspend(() => {
-      const item: Item = { _tag: "Writes", checkpointId: b.id, taskId, writes, execution, superseded }
+    Effect.withFiberRuntime((fiber) => {
+      if (execution?.status === "interrupted") run.marksInterrupted = true
+      const span = fiber.currentSpan
+      const item: Item = { _tag: "Writes", checkpointId: b.id, taskId, writes, execution, superseded, span }
       if (!b.saved) {
         b.buffered.push(item)
         return Effect.void
@@ -362,7 +364,12 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       )
     if (Cause.isInterruptedOnly(cause)) return update({ status: "pending", lease: null })
     const error = Option.getOrUndefined(Cause.failureOption(cause))
-    if (error instanceof GraphInterrupted || error instanceof SaveFailed) return Effect.void
+    if (error instanceof SaveFailed) return Effect.void
+    if (error instanceof GraphInterrupted) {
+      // A new interrupt (or pause) was saved with the status. One recorded by an earlier run (a parallel task
+      // still waiting for its answer) was not: the resume's claim made the execution running, with its lease.
+      return run.marksInterrupted ? Effect.void : update({ status: "interrupted", lease: null })
+    }
     if (error instanceof GraphSuspended) return update({ status: "sleeping", wakeAt: error.wakeAt, lease: null })
     if (error instanceof InvalidResume) return update({ status: "interrupted", lease: null })
     if (run.mode === "worker") return Effect.void
@@ -459,6 +466,7 @@ export const makeRunner = <S>(engine: Engine<S>) => {
       context: undefined as never,
       supersteps: 0,
       leaseAt: args.now,
+      marksInterrupted: false,
       saver: makeSaver({
         store,
         executionId: args.executionId,

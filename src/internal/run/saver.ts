@@ -23,7 +23,7 @@
  *
  * @internal
  */
-import { Cause, Deferred, Effect, Exit, Fiber, Option } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, type Tracer } from "effect"
 import * as Checkpoint from "../../Checkpoint.js"
 import {
   CheckpointConflict,
@@ -85,6 +85,8 @@ export type Item =
      * written at all — that checkpoint holds the update.
      */
     readonly superseded?: boolean | undefined
+    /** The span of the task that made it: its write is traced there, whichever fiber writes it. */
+    readonly span?: Tracer.AnySpan | undefined
   }
 
 interface Entry {
@@ -254,10 +256,11 @@ class SaveQueue implements Saver {
   private writeItem(batch: ReadonlyArray<Entry>): Effect.Effect<void, WriteError> {
     const item = batch[0]!.item
     if (item._tag === "Checkpoint") return this.writeCheckpoints(batch)
-    return this.options.store.saveWrites(item.checkpointId, item.taskId, item.writes, {
+    const write = this.options.store.saveWrites(item.checkpointId, item.taskId, item.writes, {
       owner: this.options.owner,
       execution: item.execution
     })
+    return item.span === undefined ? write : Effect.withParentSpan(write, item.span)
   }
 
   /**

@@ -11,7 +11,7 @@ import type { ExecutionNotFound, StoreError } from "../../CheckpointError.js"
 import * as CheckpointStore from "../../CheckpointStore.js"
 import type { CheckpointableRunnable, RunError } from "../../CheckpointedRunnable.js"
 import { GraphInterrupted, GraphSuspended } from "../graph.js"
-import { checkId } from "../identifier.js"
+import { idProblem, invalid, isValidId } from "../identifier.js"
 import { uuidv7 } from "../uuid.js"
 
 /** What the worker needs of a runnable. */
@@ -84,8 +84,7 @@ export const worker = <S, E, R>(
     const store = yield* CheckpointStore.CheckpointStore
     const engine = claimable(runnable)
     const owner = options.owner ?? `worker-${uuidv7(yield* Clock.currentTimeMillis)}`
-    const ownerError = checkId("ExecutionId", owner)
-    if (ownerError !== undefined) return yield* Effect.fail(ownerError)
+    if (!isValidId(owner)) return yield* Effect.fail(invalid("owner", owner, idProblem(owner) ?? "is not a valid identifier"))
     const concurrency = Math.max(1, Math.floor(options.concurrency ?? 10))
     const leaseTtl = Duration.decode(options.leaseTtl ?? "30 seconds")
     const pollInterval = Duration.decode(options.pollInterval ?? "1 second")

@@ -317,7 +317,7 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
     )
 
   /** Which checkpoint of a batch collides with a stored one (after the insert failed on a key). */
-  const takenIn = (batch: ReadonlyArray<Encoded>): Effect.Effect<CheckpointConflict, CheckpointStoreError> =>
+  const takenIn = (batch: ReadonlyArray<Encoded>, operation: string): Effect.Effect<CheckpointConflict, CheckpointStoreError> =>
     d.read((db) =>
       db.all(sql.taken, [
         d.listParam(batch.map((e) => e.checkpoint.id)),
@@ -332,7 +332,14 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
         const bySlot = batch.find((e) => slots.has(`${e.checkpoint.executionId}\u0000${e.checkpoint.version}`))
         return conflict.versionTaken((bySlot ?? batch[0]!).checkpoint)
       }),
-      reading("save")
+      reading(operation)
+    )
+
+  /** The newest version of an execution (0: none), read on its own (after a transaction failed). */
+  const latestVersionOf = (executionId: string, operation: string) =>
+    d.read((db) => db.all(sql.newest, [executionId])).pipe(
+      Effect.map((rows) => rows.length === 0 ? 0 : Number(numberOf(rows[0]!.version))),
+      reading(operation)
     )
 
   /** Removes the blobs of an execution that no checkpoint references any more. */
@@ -352,7 +359,7 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
   // Writes
   // ---------------------------------------------------------------------------
 
-  const insert = (batch: ReadonlyArray<Encoded>, options: InsertOptions) =>
+  const insert = (operation: "save" | "saveMany") => (batch: ReadonlyArray<Encoded>, options: InsertOptions) =>
     Effect.suspend(() => {
       for (const e of batch) {
         const problem = d.checkpointProblem(e)
@@ -413,11 +420,22 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
         })
       return d.write(executions, options.now, body, true).pipe(
         Effect.catchIf(isSqlError, (e): Effect.Effect<never, CheckpointConflict | CheckpointEncodeError | CheckpointStoreError> => {
-          if (d.isUniqueViolation(e)) return Effect.flatMap(takenIn(batch), Effect.fail)
+          const raced = d.isUniqueViolation(e) || d.isSerializationFailure(e)
+          if (raced && expect !== undefined) {
+            // The expectation held on what this transaction saw, and another writer got there first (a transaction
+            // of the app's, or SERIALIZABLE): read once more, and report the expectation with the version found.
+            return Effect.flatMap(latestVersionOf(expect.executionId, operation), (actual) =>
+              actual !== expect.latestVersion
+                ? Effect.fail(conflict.expectationFailed(expect, actual))
+                : d.isUniqueViolation(e)
+                ? Effect.flatMap(takenIn(batch, operation), Effect.fail)
+                : Effect.fail(storeFailure(operation)(e)))
+          }
+          if (d.isUniqueViolation(e)) return Effect.flatMap(takenIn(batch, operation), Effect.fail)
           const refused = d.encodeError(e, batch)
-          return Effect.fail(refused ?? storeFailure("save")(e))
+          return Effect.fail(refused ?? storeFailure(operation)(e))
         }),
-        writing("save")
+        writing(operation)
       )
     })
 
@@ -640,8 +658,8 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
 
   return {
     name: d.name,
-    insert,
-    insertOne: (e, options) => insert([e], options),
+    insert: insert("saveMany"),
+    insertOne: (e, options) => insert("save")([e], options),
     load: (id) => d.read((db) => db.all(sql.load, [id])).pipe(reading("load"), Effect.flatMap((rows) => decodeFirst(rows, id))),
     list: (executionId, afterVersion, limit) =>
       d.read((db) =>

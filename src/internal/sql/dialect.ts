@@ -7,7 +7,7 @@
  * @internal
  */
 import type { SqlError } from "@effect/sql/SqlError"
-import type { Effect } from "effect"
+import { Effect, Option } from "effect"
 import type { CheckpointEncodeError, CheckpointStoreError } from "../../CheckpointError.js"
 import type { Encoded, EncodedWrite } from "../../CheckpointBackend.js"
 
@@ -57,6 +57,8 @@ export interface Dialect {
   readonly skipLocked: string
   /** A constraint said no: a taken id, version, key. */
   readonly isUniqueViolation: (e: SqlError) => boolean
+  /** A transaction refused because a concurrent one changed what it read (PostgreSQL SERIALIZABLE). */
+  readonly isSerializationFailure: (e: SqlError) => boolean
   /** The failure as the store reports it (never with a secret in it). */
   readonly storeError: (operation: string, e: unknown) => CheckpointStoreError
   /** A value the database refused (PostgreSQL: SQLSTATE class 22), as the encode error naming the checkpoint; else `undefined`. */
@@ -87,3 +89,13 @@ export const numbered = (text: string): string => {
   let n = 0
   return text.replace(/\?/g, () => `$${++n}`)
 }
+
+/**
+ * `@effect/sql` dies when it cannot roll a failed transaction back (the
+ * connection is gone): that is a store failure, never a defect.
+ */
+export const failedTransaction = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | SqlError> =>
+  Effect.catchSomeDefect(effect, (defect) =>
+    typeof defect === "object" && defect !== null && "_tag" in defect && defect._tag === "SqlError"
+      ? Option.some(Effect.fail(defect as SqlError))
+      : Option.none())

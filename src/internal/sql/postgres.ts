@@ -11,7 +11,7 @@ import * as Checkpoint from "../../Checkpoint.js"
 import { CheckpointEncodeError, type CheckpointStoreError } from "../../CheckpointError.js"
 import type { Encoded } from "../../CheckpointBackend.js"
 import { redact, storeError } from "../storeError.js"
-import { type Db, type Dialect, numbered, type ParamType, type Row } from "./dialect.js"
+import { type Db, type Dialect, failedTransaction, numbered, type ParamType, type Row } from "./dialect.js"
 import { inCallersTransaction, transaction, withDeadline } from "./pgDeadline.js"
 import { dropDerived, migrations, migrationsTable, schemaVersion, type Tables } from "./schema.js"
 
@@ -251,6 +251,7 @@ export const pgDialect = (options: PgOptions): Dialect => {
     forUpdate: " FOR UPDATE",
     skipLocked: " FOR UPDATE SKIP LOCKED",
     isUniqueViolation: (e) => codeOf(e) === "23505",
+    isSerializationFailure: (e) => codeOf(e) === "40001",
     storeError: (operation, e) => storeError(BACKEND, operation, describe(e), secrets),
     encodeError: (e, batch) => {
       const code = codeOf(e)
@@ -281,7 +282,8 @@ export const pgDialect = (options: PgOptions): Dialect => {
     read: (body) => run(body(db)),
     write: (executions, _given, body, save) =>
       run(Effect.flatMap(save === true ? commitsAsync : Effect.succeed(false), (async) =>
-        transaction(
+        // Our own BEGIN/COMMIT on the operation's connection; in a transaction of the caller's, a savepoint.
+        failedTransaction(transaction(
           sql,
           Effect.flatMap(
             db.all(
@@ -290,7 +292,7 @@ export const pgDialect = (options: PgOptions): Dialect => {
             ),
             (rows) => body(db, Number(rows[0]?.now))
           )
-        )))
+        ))))
   }
 }
 
@@ -338,7 +340,18 @@ export const ensureSchema = (
         `SELECT pg_advisory_xact_lock(hashtext('effect-checkpoint'), hashtext(coalesce($1::text, current_schema(), '')))`,
         [schema ?? null]
       )
-      const now = yield* probe
+      // Not `probe`: its `to_regclass` may answer from this session's catalog cache, which may not have seen
+      // what the builder before us committed while we waited for the lock. Reading the catalogs does.
+      const now = yield* Effect.map(
+        sql.unsafe<Probe>(
+          `WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = coalesce($1::text, current_schema())) ` +
+            `SELECT EXISTS (SELECT 1 FROM ns) AS schema_exists, ` +
+            `EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN ns ON c.relnamespace = ns.oid WHERE c.relname = $2::text) AS versions_exists, ` +
+            `EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN ns ON c.relnamespace = ns.oid WHERE c.relname = $3::text) AS table_exists`,
+          [schema ?? null, migrationsTable, tables.name]
+        ),
+        (rows) => rows[0]!
+      )
       if (schema !== undefined && !now.schema_exists) {
         yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${quote(schema)}`)
       }

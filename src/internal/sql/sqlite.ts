@@ -10,7 +10,7 @@ import { Effect } from "effect"
 import { CheckpointEncodeError, type CheckpointStoreError, type InvalidIdentifier } from "../../CheckpointError.js"
 import { checkSqlName, invalid } from "../identifier.js"
 import { storeError } from "../storeError.js"
-import type { Db, Dialect, Row } from "./dialect.js"
+import { type Db, type Dialect, failedTransaction, type Row } from "./dialect.js"
 import { migrations, migrationsTable, schemaVersion, type Tables, v1Columns } from "./schema.js"
 
 export const BACKEND = "sqlite"
@@ -57,7 +57,7 @@ export const clientRunner = (sql: SqlClient.SqlClient, t: Tables): Runner => {
   return {
     db,
     read: (effect) => effect,
-    transaction: (effect) => sql.withTransaction(Effect.zipRight(db.all(takeLock, [t.name]), effect))
+    transaction: (effect) => failedTransaction(sql.withTransaction(Effect.zipRight(db.all(takeLock, [t.name]), effect)))
   }
 }
 
@@ -103,6 +103,7 @@ export const sqliteDialect = (runner: Runner): Dialect => ({
     return code === "SQLITE_CONSTRAINT_PRIMARYKEY" || code === "SQLITE_CONSTRAINT_UNIQUE" ||
       (typeof cause?.message === "string" && cause.message.includes("UNIQUE constraint failed"))
   },
+  isSerializationFailure: () => false,
   storeError: (operation, e) => storeError(BACKEND, operation, driverCause(e)),
   encodeError: () => undefined,
   checkpointProblem: (e) =>
