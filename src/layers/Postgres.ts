@@ -186,7 +186,9 @@ const checkNames = (options: ClientOptions): InvalidIdentifier | undefined => {
  * Builds a PostgreSQL store on the `SqlClient` in context (which must be a
  * PostgreSQL client, e.g. `PgClient.layer`): creates or migrates its tables
  * (see {@link migrationsTable}) and returns the store. The client's name
- * transforms are not applied to the store's statements or rows.
+ * transforms are not applied to the store's statements or rows. Fails with
+ * `InvalidOption` for a bad `queryTimeout`; every operation, the schema check
+ * included, is bounded by it (see {@link ClientOptions}).
  *
  * @since 0.1.0
  * @category constructors
@@ -271,8 +273,9 @@ export const layerClient = (
  * A PostgreSQL store with its own connection pool (the reference's
  * `NewPostgresCheckpointStore` + `InitSchema`; `Close` is the end of the
  * layer's scope). Building fails with `InvalidIdentifier` for a bad table or
- * schema name (before connecting) and with `CheckpointStoreError` when the
- * server cannot be reached within `connectTimeout`.
+ * schema name and `InvalidOption` for a bad `queryTimeout` (both before
+ * connecting), and with `CheckpointStoreError` when the server cannot be
+ * reached within `connectTimeout` or stops answering (`queryTimeout`).
  *
  * Its operations always run on its own pool: one made inside a transaction of
  * another client of yours (`sql.withTransaction`) neither joins nor waits for
