@@ -20,6 +20,7 @@ import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import type * as Checkpoint from "../src/Checkpoint.js"
 import * as CheckpointBackend from "../src/CheckpointBackend.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
@@ -45,12 +46,15 @@ const MARKER = "PLAINTEXT-MARKER-7f3a"
 // -----------------------------------------------------------------------------
 
 type Field = "state" | "metadata"
+type Header = "next" | "nodeName" | "parentId" | "runtime"
+const columnOf: Record<Header, string> = { next: "next", nodeName: "node_name", parentId: "parent_id", runtime: "runtime" }
 
 /** The raw storage of one store, behind its back. Values are the stored JSON values (a sealed one is `{ $sealed }`). */
 interface Raw {
-  readonly get: (id: string, field: Field) => Effect.Effect<unknown>
+  readonly get: (id: string, field: Field | "runtime") => Effect.Effect<unknown>
   readonly set: (id: string, field: Field, value: unknown) => Effect.Effect<void>
-  readonly setNext: (id: string, next: ReadonlyArray<string>) => Effect.Effect<void>
+  /** Sets (or, with `undefined`, removes) an unsealed field of a stored checkpoint. */
+  readonly setHeader: (id: string, field: Header, value: unknown) => Effect.Effect<void>
   readonly getWrite: (checkpointId: string, taskId: string, key: string) => Effect.Effect<unknown>
   readonly setWrite: (checkpointId: string, taskId: string, key: string, value: unknown) => Effect.Effect<void>
   /** Everything the store holds, as text (keys, names and values). */
@@ -82,7 +86,7 @@ const memoryEnv: Effect.Effect<Env, never, Scope.Scope> = Effect.sync(() => {
     raw: {
       get: (id, field) => Effect.sync(() => (JSON.parse(doc(id)) as Record<string, unknown>)[field]),
       set: (id, field, value) => Effect.sync(() => void state.documents.set(id, editDoc(doc(id), (d) => (d[field] = value)))),
-      setNext: (id, next) => Effect.sync(() => void state.documents.set(id, editDoc(doc(id), (d) => (d.next = next)))),
+      setHeader: (id, field, value) => Effect.sync(() => void state.documents.set(id, editDoc(doc(id), (d) => (d[field] = value)))),
       getWrite: (cp, task, k) => Effect.sync(() => JSON.parse(writes(cp, task).get(k)!)),
       setWrite: (cp, task, k, value) => Effect.sync(() => void writes(cp, task).set(k, JSON.stringify(value))),
       dump: Effect.sync(() =>
@@ -130,7 +134,7 @@ const fileEnv: Effect.Effect<Env, never, Scope.Scope> = Effect.map(tempDir("file
     raw: {
       get: (id, field) => Effect.sync(() => (JSON.parse(fs.readFileSync(docPath(id), "utf8")) as Record<string, unknown>)[field]),
       set: (id, field, value) => editFile(docPath(id), (d) => (d[field] = value)),
-      setNext: (id, next) => editFile(docPath(id), (d) => (d.next = next)),
+      setHeader: (id, field, value) => editFile(docPath(id), (d) => (d[field] = value)),
       getWrite: (cp, task, k) => Effect.sync(() => JSON.parse(fs.readFileSync(writePath(cp, task, k), "utf8"))),
       setWrite: (cp, task, k, value) => Effect.sync(() => fs.writeFileSync(writePath(cp, task, k), JSON.stringify(value))),
       dump: Effect.sync(() => filesOf(dir).join("\n")),
@@ -155,7 +159,13 @@ const sqlRaw = (
   get: (id, field) => Effect.map(run<Record<string, unknown>>(`SELECT ${field} AS v FROM ${tables.checkpoints} WHERE id = ${p(1)}`, [id]), (rows) => parse(rows[0]!.v)),
   set: (id, field, value) =>
     Effect.asVoid(run(`UPDATE ${tables.checkpoints} SET ${field} = ${json(1)} WHERE id = ${p(2)}`, [JSON.stringify(value), id])),
-  setNext: (id, next) => Effect.asVoid(run(`UPDATE ${tables.checkpoints} SET next = ${json(1)} WHERE id = ${p(2)}`, [JSON.stringify(next), id])),
+  setHeader: (id, field, value) =>
+    Effect.asVoid(run(
+      `UPDATE ${tables.checkpoints} SET ${columnOf[field]} = ${
+        field === "next" || field === "runtime" ? json(1) : p(1)
+      } WHERE id = ${p(2)}`,
+      [value === undefined ? null : typeof value === "string" ? value : JSON.stringify(value), id]
+    )),
   getWrite: (cp, task, k) =>
     Effect.map(
       run<Record<string, unknown>>(
@@ -257,7 +267,7 @@ const redisEnv: Effect.Effect<Env, never, Scope.Scope> = Effect.map(
       raw: {
         get: (id, field) => Effect.promise(async () => (JSON.parse((await redis.get(ckey(id)))!) as Record<string, unknown>)[field]),
         set: (id, field, value) => editKey(id, (d) => (d[field] = value)),
-        setNext: (id, next) => editKey(id, (d) => (d.next = next)),
+        setHeader: (id, field, value) => editKey(id, (d) => (d[field] = value)),
         getWrite: (cp, task, k) =>
           Effect.promise(async () => {
             const stored = (await redis.hget(wkey(cp), writeField(task, k)))!
@@ -568,5 +578,67 @@ for (const [name, makeEnv] of stores) {
         expect((yield* runnable.listCheckpoints(e)).map((c) => c.nodeName)).toEqual(["__input__", "draft", "publish"])
         expect(yield* env.raw.dump).not.toContain(MARKER)
       }))
+  })
+}
+
+// -----------------------------------------------------------------------------
+// Every character of a sealed value, and the unsealed header of a checkpoint
+// -----------------------------------------------------------------------------
+
+/** The sealed value with the character at `at` replaced by another base64url character. */
+const replaceChar = (v: Sealed, at: number): Sealed => {
+  const c = v.$sealed[at]!
+  return { $sealed: v.$sealed.slice(0, at) + (c === "A" ? "B" : "A") + v.$sealed.slice(at + 1) }
+}
+
+describe("encryption at rest: every stored character counts (Memory)", () => {
+  it.scopedLive("any one character of a sealed state or write replaced fails with CheckpointDecodeError", () =>
+    Effect.flatMap(memoryEnv, (env) =>
+      Effect.gen(function*() {
+        const s = yield* store
+        const { a } = yield* saveSecrets
+        const original = (yield* env.raw.get(a.id, "state")) as Sealed
+        const accepted: Array<number> = []
+        for (let at = 0; at < original.$sealed.length; at++) {
+          if (original.$sealed[at] === ".") continue
+          yield* env.raw.set(a.id, "state", replaceChar(original, at))
+          if ((yield* Effect.either(s.load(a.id)))._tag === "Right") accepted.push(at)
+        }
+        yield* env.raw.set(a.id, "state", original)
+        const write = (yield* env.raw.getWrite(a.id, "0001", "answer")) as Sealed
+        for (let at = 0; at < write.$sealed.length; at++) {
+          if (write.$sealed[at] === ".") continue
+          yield* env.raw.setWrite(a.id, "0001", "answer", replaceChar(write, at))
+          if ((yield* Effect.either(s.listWrites(a.id)))._tag === "Right") accepted.push(-at)
+        }
+        expect(accepted).toEqual([])
+      }).pipe(Effect.provide(withEncryption(env, { key })))))
+})
+
+for (const [name, makeEnv] of stores) {
+  describe(`encryption at rest on the ${name} store: the unsealed header`, () => {
+    it.scopedLive("an edited next, node name or parent, or a removed runtime, fails with CheckpointDecodeError", () =>
+      Effect.flatMap(makeEnv, (env) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const { e, a, b } = yield* saveSecrets
+          const r = yield* mk(e, 3, { parentId: b.id, runtime: { sends: [`${MARKER} send`] } })
+          yield* s.save(r)
+          const edits: ReadonlyArray<readonly [Checkpoint.Checkpoint, Header, unknown, unknown]> = [
+            [a, "next", ["node-9"], a.next], // skips the node that was to run next
+            [a, "next", [], a.next],
+            [a, "nodeName", "node-9", a.nodeName],
+            [b, "parentId", r.id, b.parentId],
+            [r, "runtime", undefined, yield* env.raw.get(r.id, "runtime")]
+          ]
+          for (const [cp, field, value, original] of edits) {
+            yield* env.raw.setHeader(cp.id, field, value)
+            yield* decodeErrorOn(s.load(cp.id), cp.id)
+            yield* decodeErrorOn(s.list(e), cp.id)
+            yield* env.raw.setHeader(cp.id, field, original)
+            expect(view(yield* s.load(cp.id))).toEqual(view(cp))
+          }
+          expect(yield* env.raw.dump).not.toContain(MARKER)
+        }).pipe(Effect.provide(withEncryption(env, { key })))))
   })
 }
