@@ -466,8 +466,10 @@ export interface EncryptionOptions {
  * of this package's stores are): AES-256-GCM over each checkpoint's `state`,
  * `metadata` and `runtime` and over every task write, bound to the execution
  * id, version, checkpoint id and field, so a sealed value copied into another
- * checkpoint does not open. A flipped byte or a plaintext value where a sealed
- * one belongs → `CheckpointDecodeError`. Rotate by passing the new key as
+ * checkpoint does not open, and to the checkpoint's unsealed header (node
+ * name, `next`, parent id, timestamp), so an edited header does not open
+ * either. A flipped byte or a plaintext value where a sealed one belongs →
+ * `CheckpointDecodeError`. Rotate by passing the new key as
  * `key` and the old ones as `previousKeys`: old checkpoints stay readable, new
  * ones are sealed with the new key. Execution records (status, lease,
  * failure) and ids, versions, node names and timestamps are not sealed (see

@@ -7,7 +7,11 @@
  * value. The associated data binds each sealed value to where it belongs —
  * the execution id, version and checkpoint id, and the field name (for a
  * write: the checkpoint id, task id and key) — so a sealed value copied into
- * another checkpoint (or field, or write) does not open. A sealed value is
+ * another checkpoint (or field, or write) does not open. A checkpoint's sealed
+ * values are bound to its unsealed header too (node name, `next`, parent id,
+ * timestamp, whether it has a runtime): those stay readable but cannot be
+ * edited without the checkpoint failing to open. Only the canonical base64url
+ * spelling of a sealed value opens. A sealed value is
  * stored as `{ "$sealed": "ec1.<keyId>.<iv>.<ciphertext+tag>" }` (base64url),
  * so every store keeps it as the JSON object it expects.
  *
@@ -100,6 +104,11 @@ const openText = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.
   try {
     const iv = Buffer.from(parts[2]!, "base64url")
     const body = Buffer.from(parts[3]!, "base64url")
+    // Node's base64 decoding is lenient (it skips characters it does not know and ignores the unused bits of
+    // the last character): only the one canonical spelling of the bytes opens, so no edit of the stored text does.
+    if (iv.toString("base64url") !== parts[2] || body.toString("base64url") !== parts[3]) {
+      return Either.left("its sealed form is not canonical base64url (altered)")
+    }
     if (iv.length !== IV_BYTES || body.length < TAG_BYTES) return Either.left("its sealed form is truncated")
     const decipher = createDecipheriv("aes-256-gcm", key.bytes, iv)
     decipher.setAAD(Buffer.from(ad, "utf8"))
@@ -112,8 +121,30 @@ const openText = (keys: ReadonlyArray<Key>, value: unknown, ad: string): Either.
   }
 }
 
-const checkpointAd = (cp: { readonly executionId: string; readonly version: number; readonly id: string }, field: string) =>
-  `checkpoint\u0000${cp.executionId}\u0000${cp.version}\u0000${cp.id}\u0000${field}`
+/**
+ * What a checkpoint's sealed values are bound to: where they belong (execution
+ * id, version, checkpoint id, field) and the checkpoint's unsealed header —
+ * node name, `next`, parent id, timestamp and whether it has a runtime — so an
+ * edited header (a `next` that skips a node, say) or a removed runtime makes
+ * the checkpoint fail to open instead of loading as if valid. Ids hold no NUL;
+ * the header is JSON, last.
+ */
+const checkpointAd = (
+  cp: {
+    readonly executionId: string
+    readonly version: number
+    readonly id: string
+    readonly nodeName: string
+    readonly next: ReadonlyArray<string>
+    readonly parentId?: string | undefined
+    readonly timestamp: Date
+  },
+  hasRuntime: boolean,
+  field: string
+) =>
+  `checkpoint\u0000${cp.executionId}\u0000${cp.version}\u0000${cp.id}\u0000${field}\u0000${
+    JSON.stringify([cp.nodeName, cp.next, cp.parentId ?? null, cp.timestamp.getTime(), hasRuntime])
+  }`
 const writeAd = (checkpointId: string, taskId: string, key: string) => `write\u0000${checkpointId}\u0000${taskId}\u0000${key}`
 const blobAd = (executionId: string, hash: string) => `blob\u0000${executionId}\u0000${hash}`
 
@@ -127,19 +158,20 @@ export const sealedBackend = (inner: Backend, keys: ReadonlyArray<Key>): Backend
 
   const sealCheckpoint = (e: Encoded): Effect.Effect<Encoded, CheckpointEncodeError> => {
     const cp = e.checkpoint
+    const hasRuntime = e.runtime !== null
     // The references the store keeps: the names of the blobs, not their content hashes.
     const refs = e.refs.map((h) => blobName(sealer, cp.executionId, h))
     const sealed = new Checkpoint.Checkpoint({
       id: cp.id,
       executionId: cp.executionId,
       nodeName: cp.nodeName,
-      state: seal(sealer, e.state, checkpointAd(cp, "state")),
-      metadata: seal(sealer, e.metadata, checkpointAd(cp, "metadata")),
+      state: seal(sealer, e.state, checkpointAd(cp, hasRuntime, "state")),
+      metadata: seal(sealer, e.metadata, checkpointAd(cp, hasRuntime, "metadata")),
       timestamp: cp.timestamp,
       version: cp.version,
       next: cp.next,
       ...(cp.parentId === undefined ? {} : { parentId: cp.parentId }),
-      ...(e.runtime === null ? {} : { runtime: seal(sealer, e.runtime, checkpointAd(cp, "runtime")) })
+      ...(e.runtime === null ? {} : { runtime: seal(sealer, e.runtime, checkpointAd(cp, hasRuntime, "runtime")) })
     }, true)
     return Effect.mapBoth(toEncoded(sealed), {
       onFailure: (error) => new CheckpointEncodeError({ id: cp.id, message: error.message }),
@@ -163,14 +195,15 @@ export const sealedBackend = (inner: Backend, keys: ReadonlyArray<Key>): Backend
   const openCheckpoint = (cp: Checkpoint.Checkpoint): Effect.Effect<Checkpoint.Checkpoint, CheckpointDecodeError> => {
     const fail = (field: string, why: string) =>
       Effect.fail(new CheckpointDecodeError({ id: cp.id, message: `The ${field} of checkpoint ${JSON.stringify(cp.id)} cannot be opened: ${why}` }))
-    const state = open(keys, cp.state, checkpointAd(cp, "state"))
+    const hasRuntime = cp.runtime !== undefined
+    const state = open(keys, cp.state, checkpointAd(cp, hasRuntime, "state"))
     if (Either.isLeft(state)) return fail("state", state.left)
-    const metadata = open(keys, cp.metadata, checkpointAd(cp, "metadata"))
+    const metadata = open(keys, cp.metadata, checkpointAd(cp, hasRuntime, "metadata"))
     if (Either.isLeft(metadata)) return fail("metadata", metadata.left)
     if (!isPlainObject(metadata.right)) return fail("metadata", "it is not a JSON object")
     let runtime: Option.Option<unknown> = Option.none()
     if (cp.runtime !== undefined) {
-      const opened = open(keys, cp.runtime, checkpointAd(cp, "runtime"))
+      const opened = open(keys, cp.runtime, checkpointAd(cp, hasRuntime, "runtime"))
       if (Either.isLeft(opened)) return fail("runtime", opened.left)
       if (!isPlainObject(opened.right)) return fail("runtime", "it is not a JSON object")
       runtime = Option.some(opened.right)
