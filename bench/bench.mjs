@@ -271,25 +271,38 @@ async function savePayloads() {
 function makeCp(t, executionId, version, parentId) {
   return Effect.runPromise(Checkpoint.make({ executionId, version, nodeName: t.nodeName, state: t.state, metadata: t.metadata, next: t.next, parentId }));
 }
+// Every version gets its own blob (same length, first characters changed): since v3 a store keeps a
+// large value once per execution, so saving the same blob again would write a reference only, not
+// "the same bytes" as the floor. With a new blob each time, every save writes the whole value (the
+// cost a user sees when the large value changed). The blob is flattened (a Buffer round trip) so
+// JSON.stringify inside the timing does not flatten a rope first.
+const uniqueBlob = (blob, v) => Buffer.from(`${String(v).padStart(8, "0")}${blob.slice(8)}`, "latin1").toString("latin1");
 async function buildCheckpoints(t, executionId, count) {
   const out = [];
   let parentId;
   for (let v = 1; v <= count; v++) {
-    const cp = await makeCp(t, executionId, v, parentId);
+    const state = t.state && typeof t.state.blob === "string" && t.state.blob.length > 8 ? { ...t.state, blob: uniqueBlob(t.state.blob, v) } : t.state;
+    const cp = await makeCp({ ...t, state }, executionId, v, parentId);
     parentId = cp.id;
     out.push(cp);
   }
   return out;
 }
 
-// our stores' row layout (src/layers/Sqlite.ts, Postgres.ts), for the "-cols" diagnostics
-const COL_LIST = "id, execution_id, node_name, state, metadata, timestamp, version, next, parent_id";
+// our stores' checkpoint-table row layout (src/internal/sql/schema.ts, backend.ts: 11 columns since v3),
+// for the "-cols" diagnostics. A v3 save also upserts the execution's record in the same transaction
+// (not in these diagnostics), so they show the checkpoint row's own cost.
+const COL_LIST = `id, execution_id, node_name, state, metadata, "timestamp", version, next, parent_id, runtime, refs`;
 const COLS_SQLITE = "id TEXT PRIMARY KEY NOT NULL, execution_id TEXT NOT NULL, node_name TEXT NOT NULL, state TEXT NOT NULL, metadata TEXT NOT NULL, " +
-  "timestamp TEXT NOT NULL, version INTEGER NOT NULL, next TEXT NOT NULL, parent_id TEXT, UNIQUE (execution_id, version)";
+  "\"timestamp\" TEXT NOT NULL, version INTEGER NOT NULL, next TEXT NOT NULL, parent_id TEXT, runtime TEXT, refs TEXT, UNIQUE (execution_id, version)";
 const COLS_PG = "id TEXT PRIMARY KEY, execution_id TEXT NOT NULL, node_name TEXT NOT NULL, state JSONB NOT NULL, metadata JSONB NOT NULL, " +
-  "timestamp TIMESTAMPTZ NOT NULL, version INTEGER NOT NULL, next JSONB NOT NULL, parent_id TEXT, UNIQUE (execution_id, version)";
-const encodeAll = (cps) => Effect.runPromise(Effect.forEach(cps, Checkpoint.toEncoded));
-const colParams = (e) => [e.checkpoint.id, e.checkpoint.executionId, e.checkpoint.nodeName, e.state, e.metadata, e.timestamp, e.checkpoint.version, e.next, e.checkpoint.parentId ?? null];
+  "\"timestamp\" TIMESTAMPTZ NOT NULL, version INTEGER NOT NULL, next JSONB NOT NULL, parent_id TEXT, runtime JSONB, refs JSONB, UNIQUE (execution_id, version)";
+// The bound values of a checkpoint row (Checkpoint.toEncoded is gone in v3: the store kit encodes inside save).
+const encodeAll = async (cps) => cps.map((cp) => ({
+  params: [cp.id, cp.executionId, cp.nodeName, JSON.stringify(cp.state), JSON.stringify(cp.metadata), cp.timestamp.toISOString(), cp.version,
+    JSON.stringify(cp.next), cp.parentId ?? null, cp.runtime === undefined ? null : JSON.stringify(cp.runtime), null],
+}));
+const colParams = (e) => e.params;
 
 async function sectionSave(round, payloads, ecSave) {
   const res = {};
@@ -356,7 +369,7 @@ async function sectionSave(round, payloads, ecSave) {
           // diagnostic: our table layout and bound values, straight through better-sqlite3
           db.exec(`CREATE TABLE cols (${COLS_SQLITE})`);
           const encs = await encodeAll(cps);
-          const stc = db.prepare(`INSERT INTO cols (${COL_LIST}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+          const stc = db.prepare(`INSERT INTO cols (${COL_LIST}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
           raws.push({ key: "sqlite-cols", warm, promise: async (i) => { stc.run(...colParams(encs[i + warm])); } });
           after = async () => { db.close(); rmSql(); };
         } else if (backend === "postgres") {
@@ -366,7 +379,7 @@ async function sectionSave(round, payloads, ecSave) {
           await client.query(`DROP TABLE IF EXISTS ${colsTable}`);
           await client.query(`CREATE TABLE ${colsTable} (${COLS_PG})`);
           const encs = await encodeAll(cps);
-          const text = `INSERT INTO ${colsTable} (${COL_LIST}) VALUES ($1::text, $2::text, $3::text, $4::jsonb, $5::jsonb, $6::timestamptz, $7::integer, $8::jsonb, $9::text)`;
+          const text = `INSERT INTO ${colsTable} (${COL_LIST}) VALUES ($1::text, $2::text, $3::text, $4::jsonb, $5::jsonb, $6::timestamptz, $7::integer, $8::jsonb, $9::text, $10::jsonb, $11::jsonb)`;
           raws.push({ key: "pg-cols", warm, promise: (i) => client.query(text, colParams(encs[i + warm])) });
           after = async () => { await client.query(`DROP TABLE IF EXISTS ${colsTable}`); };
         } else if (backend === "redis") {
