@@ -553,8 +553,13 @@ async function sectionFanout(round, lg, ec) {
         L.checkFanout(out, `ours ${row.key}`);
         const cps = await Effect.runPromise(b.store.list(lastId));
         if (cps.length !== 4) throw new Error(`fanout ${row.key}: ${cps.length} checkpoints after one invocation, expected 4`);
+        // Each task's update is handed to the save queue as a task write when it finishes; in "async"
+        // durability one whose superstep's checkpoint is queued before it was written is dropped (that
+        // checkpoint holds it), so 0…8 land depending on the store's speed (SQLite: 8; PostgreSQL, Redis: 0).
         const writes = await Effect.runPromise(b.store.listWrites(cps[1].id));
-        if (writes.length !== L.FANOUT) throw new Error(`fanout ${row.key}: ${writes.length} task writes, expected ${L.FANOUT}`);
+        const tasks = new Set(writes.map((w) => w.taskId));
+        if (tasks.size > L.FANOUT) throw new Error(`fanout ${row.key}: task writes of ${tasks.size} tasks, expected at most ${L.FANOUT}`);
+        log(`  fanout ${row.key}: the writes of ${tasks.size} of ${L.FANOUT} tasks landed in the first warm-up invocation`);
       },
     });
   }
