@@ -2,8 +2,8 @@
 // and the raw drivers, in ONE process and the same rounds, reported as ratios.
 //
 //   node --expose-gc bench/bench.mjs [--quick] [--rounds 5] [--warmup-rounds 1] [--n 300]
-//        [--loop-steps 1000] [--sections throughput,save,read,size,fanout,durable] [--out file.json] [--keep]
-//        [--durable-executions 10000] [--durable-recover 1000]
+//        [--loop-steps 1000] [--sections throughput,save,read,size,fanout,durable,conversation] [--out file.json] [--keep]
+//        [--durable-executions 10000] [--durable-recover 1000] [--conversation-turns 500]
 //
 // Method (the peer benchmark's, ../shared/peer-bench): every section runs once per round; one
 // unrecorded warm-up round, then R recorded rounds; invocations/operations of the things compared
@@ -18,6 +18,7 @@ import { Effect } from "effect";
 import { Checkpoint, Graph } from "effect-checkpoint";
 import * as L from "./lib.mjs";
 import { durableSummary, sectionDurable } from "./durable.mjs";
+import { conversationSummary, sectionConversation } from "./conversation.mjs";
 
 // ---------------------------------------------------------------- args
 const argv = process.argv.slice(2);
@@ -32,13 +33,15 @@ const ROUNDS = Number(arg("rounds", QUICK ? 1 : 5));
 const WARMUP_ROUNDS = Number(arg("warmup-rounds", QUICK ? 0 : 1));
 const N = Number(arg("n", QUICK ? 40 : 300));
 const LOOP_STEPS = Number(arg("loop-steps", QUICK ? 200 : 1000));
-const ALL_SECTIONS = ["throughput", "save", "read", "size", "fanout", "durable"];
+const ALL_SECTIONS = ["throughput", "save", "read", "size", "fanout", "durable", "conversation"];
 const SECTIONS = String(arg("sections", ALL_SECTIONS.join(","))).split(",").filter(Boolean);
 for (const s of SECTIONS) if (!ALL_SECTIONS.includes(s)) throw new Error(`unknown section ${s} (sections: ${ALL_SECTIONS.join(", ")})`);
 // durable (bench/durable.mjs): executions in the store for the records/claim latencies, crashed executions to recover
 const DURABLE_EXECUTIONS = Number(arg("durable-executions", QUICK ? 1000 : 10000));
 const DURABLE_RECOVER = Number(arg("durable-recover", QUICK ? 100 : 1000));
 const DURABLE_REPS = QUICK ? 5 : 20;
+// conversation (bench/conversation.mjs): turns of the chat on one execution
+const CONVERSATION_TURNS = Number(arg("conversation-turns", QUICK ? 100 : 500));
 const KEEP_RESULTS_DIR = path.join(L.BENCH_DIR, "results");
 const STAMP = new Date().toISOString().replace(/[:.]/g, "-");
 const OUT = String(arg("out", path.join(KEEP_RESULTS_DIR, `bench-${STAMP}.json`)));
@@ -749,6 +752,9 @@ function summary(rounds, meta) {
   if (rounds[0].durable) {
     o.push(durableSummary(rounds, { collect, cell, verdict, executions: DURABLE_EXECUTIONS, recover: DURABLE_RECOVER }));
   }
+  if (rounds[0].conversation) {
+    o.push(conversationSummary(rounds, { collect, cell, verdict, turns: CONVERSATION_TURNS }));
+  }
   return o.join("\n");
 }
 
@@ -781,7 +787,7 @@ async function main() {
   }
   const meta = {
     versions: L.versions(), started: new Date().toISOString(), quick: QUICK, rounds: ROUNDS, warmup_rounds: WARMUP_ROUNDS,
-    n: N, loop_steps: LOOP_STEPS, sections: SECTIONS, argv, pg_url: L.PG_URL, redis_url: L.REDIS_URL, schemas: L.SCHEMAS,
+    n: N, loop_steps: LOOP_STEPS, conversation_turns: CONVERSATION_TURNS, sections: SECTIONS, argv, pg_url: L.PG_URL, redis_url: L.REDIS_URL, schemas: L.SCHEMAS,
   };
   try {
     const git = (a) => execFileSync("git", a, { cwd: path.join(L.BENCH_DIR, ".."), encoding: "utf8" }).trim();
@@ -825,6 +831,7 @@ async function main() {
       if (SECTIONS.includes("durable")) {
         r.durable = await sectionDurable(round, { executions: DURABLE_EXECUTIONS, recover: DURABLE_RECOVER, reps: DURABLE_REPS });
       }
+      if (SECTIONS.includes("conversation")) r.conversation = await sectionConversation(round, { turns: CONVERSATION_TURNS, openOrSkip });
       return r;
     };
     for (let w = 0; w < WARMUP_ROUNDS; w++) {

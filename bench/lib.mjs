@@ -35,6 +35,7 @@ export const SCHEMAS = {
   lg: `${SCHEMA_PREFIX}${RUN_ID}_lg`, // LangGraph's PostgresSaver tables
   ec: `${SCHEMA_PREFIX}${RUN_ID}_ec`, // effect-checkpoint's PostgresStore tables
   raw: `${SCHEMA_PREFIX}${RUN_ID}_raw`, // the raw pg floor
+  conv: `${SCHEMA_PREFIX}${RUN_ID}_conv`, // LangGraph's PostgresSaver tables of the conversation section (ours: in _ec)
 };
 export const redisPrefix = (tag) => `${KEY_PREFIX}${RUN_ID}:${tag}:`;
 
