@@ -505,11 +505,67 @@ async function sectionSize(round, lg, ec) {
     }
     const r = await interleaved(runs, size.n, round);
     for (const [k, v] of Object.entries(r)) res[`${size.label}:${k}`] = v;
+    // "one write of the blob" (issue 14 item 3's second 1 MB target: ours ≤ 1.3 × (our 1 KB time + one
+    // write of the blob)): the raw driver writing the input state's JSON once, as the save floors do
+    const raw = await rawStateWrites(names, { blob, counter: 0 }, Math.max(5, size.n), round);
+    for (const [name, v] of Object.entries(raw)) res[`${size.label}:raw:${name}`] = v;
     for (const name of names) {
-      log(`  size ${size.label} ${name}: ours median ${r[`ec:${name}`].median.toFixed(3)} ms, LangGraph ${r[`lg:${name}`].median.toFixed(3)} ms`);
+      log(`  size ${size.label} ${name}: ours median ${r[`ec:${name}`].median.toFixed(3)} ms, LangGraph ${r[`lg:${name}`].median.toFixed(3)} ms` +
+        (raw[name] ? `, one raw write of the state ${raw[name].median.toFixed(3)} ms` : ""));
     }
   }
   return res;
+}
+
+/** Median ms of one raw driver write of `state`'s JSON (Memory: JSON.stringify; SQLite: better-sqlite3
+ * INSERT, WAL, NORMAL; PostgreSQL: pg INSERT into a jsonb column, autocommit), n writes after 3 warm-ups. */
+async function rawStateWrites(names, state, n, round) {
+  const out = {};
+  for (const name of L.rotate(names, round)) {
+    if (name === "none") continue;
+    let write, done = async () => {};
+    if (name === "memory") {
+      let sink = 0;
+      write = async () => { sink += JSON.stringify(state).length; };
+      done = async () => { if (sink < 0) console.log(sink); };
+    } else if (name === "sqlite") {
+      fs.mkdirSync(L.DATA_DIR, { recursive: true });
+      const file = path.join(L.DATA_DIR, "size-raw.sqlite");
+      const rm = () => { for (const suf of ["", "-wal", "-shm"]) fs.rmSync(file + suf, { force: true }); };
+      rm();
+      const db = new Database(file);
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = NORMAL");
+      db.exec("CREATE TABLE raw (thread_id TEXT NOT NULL, step INTEGER NOT NULL, payload TEXT, PRIMARY KEY (thread_id, step))");
+      const st = db.prepare("INSERT INTO raw (thread_id, step, payload) VALUES (?, ?, ?)");
+      let i = 0;
+      write = async () => { st.run("t", i++, JSON.stringify(state)); };
+      done = async () => { db.close(); rm(); };
+    } else if (name === "postgres") {
+      const client = new pg.Client({ connectionString: L.PG_URL, application_name: "ecbench-raw" });
+      await client.connect();
+      const table = `"${L.SCHEMAS.raw}".size_raw`;
+      await client.query(`CREATE SCHEMA IF NOT EXISTS "${L.SCHEMAS.raw}"`);
+      await client.query(`DROP TABLE IF EXISTS ${table}`);
+      await client.query(`CREATE TABLE ${table} (thread_id text NOT NULL, step int NOT NULL, payload jsonb NOT NULL, PRIMARY KEY (thread_id, step))`);
+      let i = 0;
+      write = () => client.query(`INSERT INTO ${table} (thread_id, step, payload) VALUES ($1, $2, $3)`, ["t", i++, JSON.stringify(state)]);
+      done = async () => { await client.query(`DROP TABLE IF EXISTS ${table}`); await client.end(); };
+    } else continue;
+    try {
+      for (let w = 0; w < 3; w++) await write();
+      const samples = [];
+      for (let j = 0; j < n; j++) {
+        const s = L.now();
+        await write();
+        samples.push(L.now() - s);
+      }
+      out[name] = L.summarize(samples);
+    } finally {
+      await done();
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- section 5: fan-out
@@ -628,6 +684,8 @@ function roundRatios(r) {
       for (const name of SIZE_BACKENDS) {
         const o = r.size[`${s.label}:ec:${name}`], g = r.size[`${s.label}:lg:${name}`];
         if (o && g) out[`size_lg_over_ours_ms:${s.label}:${name}`] = g.median / o.median;
+        const o1 = r.size[`1KB:ec:${name}`], w = r.size[`${s.label}:raw:${name}`];
+        if (o && o1 && w) out[`size_ours_over_1kb_plus_write:${s.label}:${name}`] = o.median / (o1.median + w.median);
       }
     }
   }
@@ -725,12 +783,24 @@ function summary(rounds, meta) {
   }
   if (rounds[0].size) {
     o.push("\n## 4. State size (blob in the input, untouched by nodes, new execution per invocation; median ms per invocation)\n");
+    o.push("Targets (issue 14 item 3) at 1 MB on PostgreSQL: LangGraph / ours ≥ 1 (at least as fast as PostgresSaver), and ours ≤ 1.3 × (our own 1 KB time + one raw write of the state), both taken inside each round.\n");
     o.push("| backend | side | " + SIZES.map((s) => s.label).join(" | ") + " |");
     o.push("|---|---|" + SIZES.map(() => "---").join("|") + "|");
     for (const name of SIZE_BACKENDS) {
       o.push(`| ${L.backendLabel(name)} | LangGraph ${L.lgLabel(name)} | ` + SIZES.map((s) => cell(collect(rounds, (r) => r.size[`${s.label}:lg:${name}`].median), 3)).join(" | ") + " |");
       o.push(`| ${L.backendLabel(name)} | ours ${L.ecLabel(name)} | ` + SIZES.map((s) => cell(collect(rounds, (r) => r.size[`${s.label}:ec:${name}`].median), 3)).join(" | ") + " |");
-      o.push(`| ${L.backendLabel(name)} | **LangGraph / ours** | ` + SIZES.map((s) => cell(collect(rounds, (r) => r.ratios[`size_lg_over_ours_ms:${s.label}:${name}`]), 1)).join(" | ") + " |");
+      // issue 14 item 3, first target (1 MB, PostgreSQL): LangGraph / ours ≥ 1 and ours / (ours 1 KB + one write) ≤ 1.3
+      o.push(`| ${L.backendLabel(name)} | **LangGraph / ours** | ` + SIZES.map((s) => {
+        const c = collect(rounds, (r) => r.ratios[`size_lg_over_ours_ms:${s.label}:${name}`]);
+        return `${cell(c, 2)}${name === "postgres" && s.label === "1MB" ? verdict(c, (x) => x >= 1) : ""}`;
+      }).join(" | ") + " |");
+      if (name === "none") continue;
+      o.push(`| ${L.backendLabel(name)} | one raw write of the state (${name === "memory" ? "JSON.stringify" : name === "sqlite" ? "better-sqlite3 INSERT" : "pg INSERT jsonb"}) | ` +
+        SIZES.map((s) => cell(collect(rounds, (r) => r.size[`${s.label}:raw:${name}`].median), 3)).join(" | ") + " |");
+      o.push(`| ${L.backendLabel(name)} | **ours / (ours 1 KB + one write)** | ` + SIZES.map((s) => {
+        const c = collect(rounds, (r) => r.ratios[`size_ours_over_1kb_plus_write:${s.label}:${name}`]);
+        return `${cell(c, 2)}${name === "postgres" && s.label === "1MB" ? verdict(c, (x) => x <= 1.3) : ""}`;
+      }).join(" | ") + " |");
     }
     o.push(`\n(N per size: ${SIZES.map((s) => `${s.label}=${s.n}`).join(", ")})`);
   }
