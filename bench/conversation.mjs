@@ -106,7 +106,7 @@ async function pgBytes(schema, tables) {
       await c.query(`VACUUM ${q}`);
       const { rows } = await c.query("SELECT pg_total_relation_size($1::regclass)::bigint AS total, pg_relation_size($1::regclass)::bigint AS heap, pg_indexes_size($1::regclass)::bigint AS idx", [q]);
       const r = { total: Number(rows[0].total), heap: Number(rows[0].heap), indexes: Number(rows[0].idx) };
-      r.toast = r.total - r.heap - r.indexes;
+      r.toast_fsm_vm = r.total - r.heap - r.indexes; // TOAST (table + its index) and the free-space / visibility maps
       out.tables[t] = r;
       out.bytes += r.total;
     }
