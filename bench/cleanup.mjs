@@ -1,7 +1,7 @@
 // Removes what an interrupted benchmark run left behind — and nothing else:
-//   - PostgreSQL (database `test`, or ECBENCH_PG_URL): the schemas ecbench_<pid>_lg / _ec / _raw
+//   - PostgreSQL (database `test`, or ECBENCH_PG_URL): the schemas ecbench_<pid>_lg / _ec / _raw / _conv
 //   - Redis (db 14, or ECBENCH_REDIS_URL): keys under ecbench:<pid>: — first through each store's own
-//     index ({prefix}executions → {prefix}execution:{id}:checkpoints → {prefix}checkpoint:{id}), then a
+//     index ({prefix}|executions → {prefix}|x|{id} → {prefix}|c|{id}, …: the v3 layout), then a
 //     SCAN sweep of the same prefix for what the index no longer names (raw-floor keys of a cut batch)
 //   - $TMPDIR/ecbench-<pid>/ (SQLite files, File stores, the run's ledger.json)
 // Only runs whose process is gone are touched (pass --force to include live ones).
@@ -72,12 +72,12 @@ for (const pid of [...pids].sort((a, b) => a - b)) {
     const roots = [];
     let cursor = "0";
     do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${base}*executions`, "COUNT", 1000);
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${base}*|executions`, "COUNT", 1000);
       cursor = next;
       roots.push(...keys);
     } while (cursor !== "0");
     let n = 0;
-    for (const root of roots) n += await L.removeRedisStoreKeys(redis, root.slice(0, -"executions".length));
+    for (const root of roots) n += await L.removeRedisStoreKeys(redis, root.slice(0, -"|executions".length));
     n += await L.sweepRedisPrefix(redis, `${base}*`);
     if (n) console.log(`deleted ${n} redis keys under ${base}`);
   }

@@ -135,7 +135,7 @@ export async function sectionDurable(round, { executions, recover, reps }) {
 /** The section's tables (markdown), from every recorded round. */
 export function durableSummary(rounds, { collect, cell, verdict, executions, recover }) {
   const o = [];
-  o.push(`\n## 5. Durable execution: execution records, claim, recovery (median ms over rounds)\n`);
+  o.push(`\n## 6. Durable execution: execution records, claim, recovery (median ms over rounds)\n`);
   o.push(`Records: ${executions} executions in the store.\n`);
   o.push("| store | listExecutions page of 100 | page of 100 pending | claim(10) |");
   o.push("|---|---|---|---|");

@@ -35,6 +35,7 @@ export const SCHEMAS = {
   lg: `${SCHEMA_PREFIX}${RUN_ID}_lg`, // LangGraph's PostgresSaver tables
   ec: `${SCHEMA_PREFIX}${RUN_ID}_ec`, // effect-checkpoint's PostgresStore tables
   raw: `${SCHEMA_PREFIX}${RUN_ID}_raw`, // the raw pg floor
+  conv: `${SCHEMA_PREFIX}${RUN_ID}_conv`, // LangGraph's PostgresSaver tables of the conversation section (ours: in _ec)
 };
 export const redisPrefix = (tag) => `${KEY_PREFIX}${RUN_ID}:${tag}:`;
 
@@ -345,7 +346,7 @@ export function lgLabel(name) {
 // { name, runtime, store, reset(), close(), info, compile(graph, config) }
 // Each store is a Layer; a ManagedRuntime builds it once and keeps it until `close`.
 let ecSeq = 0;
-export async function ecLayerFor(name, tag) {
+export async function ecLayerFor(name, tag, options = {}) {
   const seq = ++ecSeq;
   if (name === "memory") return { layer: MemoryStore.layer, info: {} };
   if (name === "file") {
@@ -358,34 +359,42 @@ export async function ecLayerFor(name, tag) {
     fs.mkdirSync(DATA_DIR, { recursive: true });
     const filename = path.join(DATA_DIR, `ec-sqlite-${tag}-${seq}.sqlite`);
     return {
-      layer: SqliteStore.layer({ filename }), // WAL, synchronous = NORMAL (the defaults), like the raw floor
+      layer: SqliteStore.layer({ filename, ...options }), // WAL, synchronous = NORMAL (the defaults), like the raw floor
       info: { filename, synchronous: "NORMAL" },
       rm: () => { for (const suf of ["", "-wal", "-shm"]) fs.rmSync(filename + suf, { force: true }); },
     };
   }
   if (name === "postgres") {
     const { PostgresStore } = await import("effect-checkpoint/postgres");
-    const tableName = `cp_${tag}`.replace(/[^A-Za-z0-9_]/g, "_");
+    const tableName = `cp_${tag}_${seq}`.replace(/[^A-Za-z0-9_]/g, "_");
+    // v3: four tables per store (checkpoints, _executions, _writes, _blobs); a reset empties all four
+    const t = PostgresStore.tableNames(tableName);
+    const qualified = [t.checkpoints, t.executions, t.writes, t.blobs].map((n) => `${quoteIdent(SCHEMAS.ec)}.${quoteIdent(n)}`);
     return {
-      layer: PostgresStore.layer({ url: PG_URL, schema: SCHEMAS.ec, tableName, applicationName: "ecbench-ec" }),
-      info: { schema: SCHEMAS.ec, tableName },
-      truncate: async () => pgAdmin((c) => c.query(`TRUNCATE ${quoteIdent(SCHEMAS.ec)}.${quoteIdent(tableName)} CASCADE`)),
+      layer: PostgresStore.layer({ url: PG_URL, schema: SCHEMAS.ec, tableName, applicationName: "ecbench-ec", ...options }),
+      info: { schema: SCHEMAS.ec, tableName, tables: t },
+      truncate: async () => pgAdmin((c) => c.query(`TRUNCATE ${qualified.join(", ")}`)),
+      // on close: the store's tables and its row in the schema-version table go (the schema at the run's end)
+      drop: async () => pgAdmin(async (c) => {
+        await c.query(`DROP TABLE IF EXISTS ${qualified.join(", ")}`);
+        await c.query(`DELETE FROM ${quoteIdent(SCHEMAS.ec)}.${quoteIdent(PostgresStore.migrationsTable)} WHERE table_name = $1`, [tableName]).catch(() => {});
+      }),
     };
   }
   if (name === "redis") {
     const { RedisStore } = await import("effect-checkpoint/redis");
     const prefix = redisPrefix(tag);
-    return { layer: RedisStore.layer({ url: REDIS_URL, prefix }), info: { prefix }, prefix };
+    return { layer: RedisStore.layer({ url: REDIS_URL, prefix, ...options }), info: { prefix }, prefix };
   }
   throw new Error(`unknown effect-checkpoint backend ${name}`);
 }
 
-export async function openEc(name, tag = "tp") {
+export async function openEc(name, tag = "tp", options = {}) {
   if (name === "none") return { name, store: undefined, reset: async () => {}, close: async () => {}, info: {} };
   const b = { name, info: {} };
   let redis;
   const open = async () => {
-    const spec = await ecLayerFor(name, tag);
+    const spec = await ecLayerFor(name, tag, options);
     spec.rm?.();
     b.spec = spec;
     b.info = spec.info;
@@ -404,6 +413,7 @@ export async function openEc(name, tag = "tp") {
     if (b.runtime) await b.runtime.dispose();
     b.runtime = undefined;
     b.spec?.rm?.();
+    await b.spec?.drop?.();
     if (b.spec?.prefix) {
       redis ??= newRedis();
       await removeRedisStoreKeys(redis, b.spec.prefix);
