@@ -491,23 +491,21 @@ describe("PostgresStore", () => {
   })
 
   describe("round trips", () => {
-    it.live("reads are one statement (list pushes limit and afterVersion into SQL); a save is one transaction: lock, record, insert, record", () =>
+    it.live("reads are one statement (list pushes limit and afterVersion into SQL); a save is one statement: lock, record, insert", () =>
       withStore(() =>
         Effect.gen(function*() {
           const s = yield* store
           const e = yield* freshExecution()
           const cps = yield* Effect.forEach([1, 2, 3, 4, 5], (v) => mk(e, v))
           const count = <A, E>(effect: Effect.Effect<A, E>) => Effect.map(recordStatements(effect), ([, statements]) => statements)
-          const saved = yield* count(s.save(cps[0]!))
-          expect(saved.map((text) => text.split(" ").slice(0, 2).join(" "))).toEqual([
-            "SELECT floor(extract(epoch",
-            "SELECT execution_id,",
-            "INSERT INTO",
-            "INSERT INTO"
-          ])
+          const saved = yield* count(s.save(cps[0]!, { expect: { executionId: e, latestVersion: 0 } }))
+          expect(saved).toHaveLength(1)
+          expect(saved[0]).toMatch(/^WITH lk AS/)
           expect(saved[0]).toContain("pg_advisory_xact_lock")
-          const many = yield* count(s.saveMany(cps.slice(1)))
-          expect(many.filter((text) => /^INSERT INTO \S+\."[^"]+" \(id,/.test(text))).toHaveLength(1)
+          const many = yield* count(s.saveMany(cps.slice(1), { expect: { executionId: e, latestVersion: 1 } }))
+          expect(many).toHaveLength(1)
+          expect(yield* count(s.save(yield* mk(e, 6)))).toHaveLength(1)
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2, 3, 4, 5, 6])
           const [page, listed] = yield* recordStatements(s.list(e, { afterVersion: 2, limit: 2 }))
           expect(page.map((c) => c.version)).toEqual([3, 4])
           expect(listed).toHaveLength(1)
@@ -884,6 +882,156 @@ describe("PostgresStore", () => {
             expect((yield* s.list(e)).map(view)).toEqual([...before, ...winners[0]!.cps].map(view))
           }
         }), { maxConnections: 10 }))
+  })
+
+  describe("one-statement saves", () => {
+    const expectOn = (executionId: Checkpoint.ExecutionId, latestVersion: number) => ({ expect: { executionId, latestVersion } })
+    const recordRow = (table: string, e: string) =>
+      query<Record<string, unknown>>(
+        `SELECT latest_version, latest_checkpoint_id, status, lease_owner, attempts FROM "${SCHEMA}"."${
+          PostgresStore.tableNames(table).executions
+        }" WHERE execution_id = $1`,
+        [e]
+      )
+    /** The error of a save, the statements it ran, and that the first was the one-statement save. */
+    const failing = <E>(effect: Effect.Effect<unknown, E>) =>
+      Effect.map(recordStatements(Effect.flip(effect)), ([error, statements]) => {
+        expect(statements[0]).toMatch(/^WITH lk AS/)
+        return error
+      })
+
+    it.live("each conflict reason comes out of the one-statement path, and nothing is written: IdTaken, VersionTaken (in the middle of a batch), ExpectationFailed, LeaseLost", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          const other = yield* freshExecution("other")
+          const stored = yield* Effect.forEach([1, 2, 3], (v) => mk(e, v))
+          const [, one] = yield* recordStatements(s.saveMany(stored, { execution: { lease: { owner: "alice", ttl: "1 minute" } } }))
+          expect(one).toHaveLength(1)
+          const before = yield* recordRow(table, e)
+          expect(before).toMatchObject([{ latest_version: 3, lease_owner: "alice" }])
+
+          // IdTaken: a checkpoint of another execution with the id of a stored one.
+          const stolen = yield* mk(other, 1, { id: stored[0]!.id })
+          expect(yield* failing(s.save(stolen))).toMatchObject({ _tag: "CheckpointConflict", reason: "IdTaken", id: stolen.id })
+          expect(yield* recordRow(table, other)).toEqual([])
+          expect(yield* s.list(other)).toEqual([])
+
+          // VersionTaken in the middle of a batch: v4 and v5 are new, the middle one takes version 3.
+          const v3again = yield* mk(e, 3, { state: { again: true } })
+          const batch = [yield* mk(e, 4), v3again, yield* mk(e, 5)]
+          expect(yield* failing(s.saveMany(batch, { owner: "alice" }))).toMatchObject({
+            _tag: "CheckpointConflict",
+            reason: "VersionTaken",
+            id: v3again.id,
+            version: 3
+          })
+          expect((yield* s.list(e)).map(view)).toEqual(stored.map(view))
+          expect(yield* recordRow(table, e)).toEqual(before)
+
+          // ExpectationFailed, with the version found; then on an empty execution expected at a version.
+          expect(yield* failing(s.saveMany([yield* mk(e, 4)], expectOn(e, 2)))).toMatchObject({
+            _tag: "CheckpointConflict",
+            reason: "ExpectationFailed",
+            expectedLatestVersion: 2,
+            actualLatestVersion: 3
+          })
+          expect(yield* failing(s.save(yield* mk(other, 2), expectOn(other, 1)))).toMatchObject({
+            reason: "ExpectationFailed",
+            actualLatestVersion: 0
+          })
+          // Expecting an empty execution that has checkpoints.
+          expect(yield* failing(s.save(yield* mk(e, 4), expectOn(e, 0)))).toMatchObject({
+            reason: "ExpectationFailed",
+            actualLatestVersion: 3
+          })
+
+          // LeaseLost: bob writes while alice holds a live lease, with or without an expectation.
+          expect(yield* failing(s.save(yield* mk(e, 4), { owner: "bob" }))).toMatchObject({ _tag: "LeaseLost", owner: "bob" })
+          expect(yield* failing(s.save(yield* mk(e, 4), { owner: "bob", ...expectOn(e, 3) }))).toMatchObject({
+            _tag: "LeaseLost"
+          })
+          expect((yield* s.list(e)).map(view)).toEqual(stored.map(view))
+          expect(yield* recordRow(table, e)).toEqual(before)
+          expect(yield* s.list(other)).toEqual([])
+
+          // The holder writes in one statement, and so does anyone once the lease is gone.
+          const [, held] = yield* recordStatements(s.save(yield* mk(e, 4), { owner: "alice", ...expectOn(e, 3) }))
+          expect(held).toHaveLength(1)
+          yield* query(
+            `UPDATE "${SCHEMA}"."${PostgresStore.tableNames(table).executions}" SET lease_expires_at = 0 WHERE execution_id = $1`,
+            [e]
+          )
+          const [, expired] = yield* recordStatements(s.save(yield* mk(e, 5), { owner: "bob", ...expectOn(e, 4) }))
+          expect(expired).toHaveLength(1)
+          expect(yield* recordRow(table, e)).toMatchObject([{ latest_version: 5, lease_owner: "alice" }])
+        })
+      ))
+
+    it.live("the record rules hold in one statement: a save behind the newest keeps latest* and takes the patch's status; lease, wakeAt and failure follow the patch", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.saveMany([yield* mk(e, 1), yield* mk(e, 3)], {
+            execution: { lease: { owner: "alice", ttl: "1 minute" }, failure: { tag: "Boom", message: "m" } }
+          })
+          const [, statements] = yield* recordStatements(s.save(yield* mk(e, 2, { next: [] }), { execution: { status: "interrupted" } }))
+          expect(statements).toHaveLength(1)
+          const record = yield* Effect.flatten(s.getExecution(e))
+          expect(record).toMatchObject({
+            latestVersion: 3,
+            status: "interrupted",
+            failure: { tag: "Boom", message: "m" },
+            lease: { owner: "alice" },
+            attempts: 0
+          })
+          yield* s.save(yield* mk(e, 4, { next: [] }), { execution: { lease: null, failure: null } })
+          const after = yield* Effect.flatten(s.getExecution(e))
+          expect(after).toMatchObject({ latestVersion: 4, status: "done", attempts: 0 })
+          expect(after?.lease).toBeUndefined()
+          expect(after?.failure).toBeUndefined()
+          expect(yield* recordRow(table, e)).toMatchObject([{ latest_version: 4, status: "done", lease_owner: null }])
+        })
+      ))
+
+    it.live("a corrupt record is never written over by the one-statement path: the save fails with CheckpointStoreError and writes nothing", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.save(yield* mk(e, 1))
+          yield* query(
+            `UPDATE "${SCHEMA}"."${PostgresStore.tableNames(table).executions}" SET status = 'bogus' WHERE execution_id = $1`,
+            [e]
+          )
+          expect((yield* failing(s.save(yield* mk(e, 2))))._tag).toBe("CheckpointStoreError")
+          expect((yield* s.list(e)).map((c) => c.version)).toEqual([1])
+          expect(yield* recordRow(table, e)).toMatchObject([{ status: "bogus", latest_version: 1 }])
+        })
+      ))
+
+    it.live("inside a transaction of the app's (layerClient) a save is the transaction (a savepoint), never the one statement", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const tableName = yield* scopedTable("inapp")
+        const Pg = PgClient.layer({ url: Redacted.make(URL), applicationName: freshName("ec-pg-test-inapp") })
+        const context = yield* Layer.build(Layer.merge(Pg, PostgresStore.layerClient({ schema: SCHEMA, tableName }).pipe(Layer.provide(Pg))))
+        const s = Context.get(context, store)
+        const sql = Context.get(context, SqlClient.SqlClient)
+        const e = yield* freshExecution()
+        const [, outside] = yield* recordStatements(s.save(yield* mk(e, 1)))
+        expect(outside).toHaveLength(1)
+        const [failed, inside] = yield* recordStatements(sql.withTransaction(Effect.gen(function*() {
+          const error = yield* Effect.flip(s.save(yield* mk(e, 1, { state: "dup" })))
+          // The app's transaction is still usable after the conflict.
+          yield* s.save(yield* mk(e, 2))
+          return error
+        })))
+        expect(failed).toMatchObject({ reason: "VersionTaken" })
+        expect(inside.some((text) => text.startsWith("WITH lk"))).toBe(false)
+        expect((yield* s.list(e)).map((c) => c.version)).toEqual([1, 2])
+      })))
   })
 
   describe("failures", () => {

@@ -26,6 +26,7 @@ import {
 } from "../../CheckpointError.js"
 import type { ExecutionRecord, ExecutionStatus, Failure, TaskWrite } from "../../CheckpointStore.js"
 import type { Db, Dialect, Row } from "./dialect.js"
+import { statuses } from "../records.js"
 import type { Tables } from "./schema.js"
 
 const CP_COLUMNS = `id, execution_id, node_name, state, metadata, "timestamp", version, next, parent_id, runtime, refs`
@@ -359,6 +360,180 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
   // Writes
   // ---------------------------------------------------------------------------
 
+  /**
+   * PostgreSQL: a save whose checkpoints all belong to one execution (the
+   * expectation, if any, on it too, and every blob of it) as ONE statement,
+   * one round trip. A data-modifying CTE takes the same advisory lock as
+   * `write` and the clock (`lk`), checks the blobs the batch references but
+   * does not send (`bc`, locking them: a blob deleted meanwhile is not
+   * counted), then writes the record row (`rec`) only if the record rules'
+   * checks pass, against the row's latest version (`ON CONFLICT DO UPDATE …
+   * WHERE` or `UPDATE … WHERE`, which lock it): the lease, the expectation,
+   * the referenced blobs, and a record `decodeRecord` would accept. The
+   * blobs (`bi`) and checkpoints (`ins`) are written only if `rec` wrote,
+   * and a taken id or version fails the whole statement. So it writes all
+   * or nothing; `false` (nothing written, the lock released) says a check
+   * did not pass, or the record appeared after the statement's snapshot:
+   * `insert` then runs the transaction, which says why (or writes).
+   *
+   * Without an expectation, or expecting an empty execution (version 0),
+   * `rec` inserts the record or updates it (a record made meanwhile is
+   * updated, its checks applied); expecting a version, only an existing
+   * record may be updated, so a record deleted meanwhile fails the check.
+   */
+  const singleSave = (batch: ReadonlyArray<Encoded>, options: InsertOptions, single: NonNullable<Dialect["single"]>) => {
+    const executionId = batch[0]!.checkpoint.executionId
+    let newest = batch[0]!
+    for (const e of batch) {
+      if (e.checkpoint.executionId !== executionId) return undefined
+      if (e.checkpoint.version > newest.checkpoint.version) newest = e
+    }
+    const expect = options.expect
+    if (expect !== undefined && expect.executionId !== executionId) return undefined
+    if (batch.length > ROWS_PER_INSERT || options.blobs.length > ROWS_PER_INSERT) return undefined
+    const sent = new Set<string>()
+    for (const b of options.blobs) {
+      if (b.executionId !== executionId) return undefined
+      sent.add(b.hash)
+    }
+    const unsent = new Set<string>()
+    for (const e of batch) for (const h of e.refs) if (!sent.has(h)) unsent.add(h)
+    const patch = options.patch
+    const shape = {
+      upsert: expect === undefined || expect.latestVersion === 0,
+      expectId: expect?.latestCheckpointId !== undefined,
+      expect: expect !== undefined,
+      owner: options.owner !== undefined,
+      status: patch.status !== undefined,
+      wake: patch.wakeAt !== undefined,
+      failure: patch.failure !== undefined,
+      lease: patch.lease !== undefined && patch.lease !== null,
+      leaseGiven: patch.lease !== undefined,
+      unsent: unsent.size > 0,
+      blobs: options.blobs.length,
+      rows: batch.length
+    }
+    const cp = newest.checkpoint
+    return single.run((db, async) => {
+      // In the text's order: the lock's, bc's, the record's values, the checks' (see `singleText`).
+      const params: Array<unknown> = [t.checkpoints, executionId]
+      if (shape.unsent) params.push(executionId, d.listParam([...unsent]))
+      // The record as it would be made (the values `rec` writes or compares against).
+      params.push(
+        executionId,
+        cp.version,
+        cp.id,
+        cp.timestamp.getTime(),
+        patch.status ?? derivedStatus(cp),
+        patch.wakeAt ?? null,
+        patch.failure?.tag ?? null,
+        patch.failure?.message ?? null,
+        patch.lease?.owner ?? null
+      )
+      if (shape.lease) params.push(patch.lease!.ttlMs)
+      if (shape.upsert && shape.unsent) params.push(unsent.size)
+      if (shape.owner) params.push(options.owner)
+      if (expect !== undefined) {
+        if (!shape.upsert) params.push(expect.latestVersion)
+        if (shape.expectId) params.push(expect.latestCheckpointId)
+      }
+      if (shape.unsent) params.push(unsent.size)
+      for (const b of options.blobs) params.push(b.executionId, b.hash, b.json)
+      for (const e of batch) params.push(...checkpointParams(e))
+      const key = JSON.stringify({ ...shape, async })
+      let text = singleTexts.get(key)
+      if (text === undefined) singleTexts.set(key, text = singleText(shape, single.lock(async)))
+      return Effect.map(db.all(text, params), (rows) => Number(numberOf(rows[0]?.ok)) === 1)
+    })
+  }
+
+  const singleTexts = new Map<string, string>()
+  const singleText = (
+    shape: {
+      readonly upsert: boolean
+      readonly expect: boolean
+      readonly expectId: boolean
+      readonly owner: boolean
+      readonly status: boolean
+      readonly wake: boolean
+      readonly failure: boolean
+      readonly lease: boolean
+      readonly leaseGiven: boolean
+      readonly unsent: boolean
+      readonly blobs: number
+      readonly rows: number
+    },
+    lock: string
+  ): string => {
+    const now = "(SELECT now FROM lk)"
+    const values = `${p("text")} AS execution_id, ${p("int")} AS latest_version, ${p("text")} AS latest_checkpoint_id, ` +
+      `${p("time")} AS updated_at, ${p("text")} AS status, ${p("time")} AS wake_at, ${p("text")} AS failure_tag, ` +
+      `${p("text")} AS failure_message, 0 AS attempts, ${p("text")} AS lease_owner, ` +
+      `${shape.lease ? `(lk.now + ${p("time")})::bigint` : "NULL::bigint"} AS lease_expires_at`
+    // What the record must be for the save to go ahead (`x`: the stored record, at its latest version).
+    const checks = [
+      `x.status IN (${statuses.map((s) => `'${s}'`).join(", ")})`,
+      "x.latest_version >= 1",
+      "x.attempts >= 0",
+      "(x.lease_owner IS NULL) = (x.lease_expires_at IS NULL)",
+      "(x.failure_tag IS NULL) = (x.failure_message IS NULL)",
+      ...(shape.owner ? [`(x.lease_owner IS NULL OR x.lease_owner = ${p("text")} OR x.lease_expires_at <= ${now})`] : []),
+      ...(shape.expect ? [`x.latest_version = ${shape.upsert ? "0" : p("int")}`] : []),
+      ...(shape.expectId ? [`x.latest_checkpoint_id = ${p("text")}`] : [])
+    ]
+    const blobsHeld = shape.unsent ? [`(SELECT n FROM bc) = ${p("int")}`] : []
+    const sets = (v: string) => {
+      const advances = `x.latest_version < ${v}.latest_version`
+      return [
+        `latest_version = GREATEST(x.latest_version, ${v}.latest_version)`,
+        `latest_checkpoint_id = CASE WHEN ${advances} THEN ${v}.latest_checkpoint_id ELSE x.latest_checkpoint_id END`,
+        `updated_at = CASE WHEN ${advances} THEN ${v}.updated_at ELSE x.updated_at END`,
+        `status = ${shape.status ? `${v}.status` : `CASE WHEN ${advances} THEN ${v}.status ELSE x.status END`}`,
+        ...(shape.wake ? [`wake_at = ${v}.wake_at`] : []),
+        ...(shape.failure ? [`failure_tag = ${v}.failure_tag`, `failure_message = ${v}.failure_message`] : []),
+        ...(shape.leaseGiven ? [`lease_owner = ${v}.lease_owner`, `lease_expires_at = ${v}.lease_expires_at`] : [])
+      ].join(", ")
+    }
+    const parts = [`lk AS (${lock})`]
+    if (shape.unsent) {
+      parts.push(
+        `bc AS (SELECT count(*) AS n FROM (SELECT 1 FROM ${t.blobs} b WHERE b.execution_id = ${p("text")} ` +
+          `AND ${d.inList("b.hash")} FOR SHARE) AS held)`
+      )
+    }
+    if (shape.upsert) {
+      // The `WHERE` of the checks follows the `SET`, whose values come from `excluded` (no parameters of their own).
+      const setText = sets("excluded")
+      const selectText = `SELECT ${values} FROM lk`
+      const checkText = checks.join(" AND ")
+      const blobText = blobsHeld.join("")
+      parts.push(
+        `rec AS (INSERT INTO ${t.executions} AS x (${REC_COLUMNS}) ${selectText}` +
+          (shape.unsent ? ` WHERE ${blobText}` : "") +
+          ` ON CONFLICT (execution_id) DO UPDATE SET ${setText} WHERE ${checkText}` +
+          (shape.unsent ? ` AND (SELECT n FROM bc) = ${p("int")}` : "") +
+          ` RETURNING 1)`
+      )
+    } else {
+      parts.push(
+        `rec AS (UPDATE ${t.executions} AS x SET ${sets("v")} FROM (SELECT ${values} FROM lk) AS v ` +
+          `WHERE x.execution_id = v.execution_id AND ${[...checks, ...blobsHeld].join(" AND ")} RETURNING 1)`
+      )
+    }
+    if (shape.blobs > 0) {
+      parts.push(
+        `bi AS (INSERT INTO ${t.blobs} (execution_id, hash, value) SELECT * FROM (VALUES ` +
+          `${repeat(`(${p("text")}, ${p("text")}, ${p("text")})`, shape.blobs)}) AS b WHERE EXISTS (SELECT 1 FROM rec) ` +
+          `ON CONFLICT (execution_id, hash) DO NOTHING)`
+      )
+    }
+    parts.push(
+      `ins AS (INSERT INTO ${t.checkpoints} (${CP_COLUMNS}) SELECT * FROM (VALUES ${repeat(cpRow, shape.rows)}) AS c ` +
+        `WHERE EXISTS (SELECT 1 FROM rec))`
+    )
+    return prep(`WITH ${parts.join(", ")} SELECT count(*) AS ok FROM rec`)
+  }
+
   const insert = (operation: "save" | "saveMany") => (batch: ReadonlyArray<Encoded>, options: InsertOptions) =>
     Effect.suspend(() => {
       for (const e of batch) {
@@ -418,7 +593,13 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
           }
           yield* putRecords(db, changed)
         })
-      return d.write(executions, options.now, body, true).pipe(
+      const transaction = d.write(executions, options.now, body, true)
+      const single = d.single === undefined ? undefined : singleSave(batch, options, d.single)
+      // One statement when it can; the transaction when it cannot, or when a check did not pass (it says which).
+      const attempt = single === undefined
+        ? transaction
+        : Effect.flatMap(single, (done) => Option.isSome(done) && done.value ? Effect.void : transaction)
+      return attempt.pipe(
         Effect.catchIf(isSqlError, (e): Effect.Effect<never, CheckpointConflict | CheckpointEncodeError | CheckpointStoreError> => {
           const raced = d.isUniqueViolation(e) || d.isSerializationFailure(e)
           if (raced && expect !== undefined) {

@@ -82,6 +82,28 @@ export interface Dialect {
     body: (db: Db, now: number) => Effect.Effect<A, E | SqlError>,
     save?: boolean
   ) => Effect.Effect<A, E | SqlError>
+  /**
+   * A save as one statement (PostgreSQL), for the dialects whose statements
+   * can write several tables at once; absent elsewhere.
+   */
+  readonly single?: {
+    /**
+     * The body of a CTE `lk(now)` that takes the lock `write` takes for one
+     * execution (parameters: the lock's table key, the execution id) and then
+     * reads the database's clock, in epoch ms; `async`: the statement's
+     * transaction commits asynchronously.
+     */
+    readonly lock: (async: boolean) => string
+    /**
+     * Runs `body` (one statement, its own transaction) with whether it may
+     * commit asynchronously (a save); `Option.none()` without running it when
+     * the statement would join a transaction of the app's (a failed statement
+     * would abort it: `write`'s savepoint is needed there).
+     */
+    readonly run: <A, E>(
+      body: (db: Db, async: boolean) => Effect.Effect<A, E | SqlError>
+    ) => Effect.Effect<Option.Option<A>, E | SqlError>
+  }
 }
 
 /** Statement text with `?` placeholders numbered `$1`, `$2` … (there is no `?` anywhere else in the store's SQL). */

@@ -232,6 +232,10 @@ export const pgDialect = (options: PgOptions): Dialect => {
         `(SELECT unnest($2::text[]) AS k ORDER BY 1) AS keys) AS locked`
       : "")
   const lockTexts = [lockText(false, false), lockText(false, true), lockText(true, false), lockText(true, true)]
+  /** The same lock for one execution, as a CTE body (`single`): the same keys, so both serialise the same writers. */
+  const singleLock = (async: boolean) =>
+    `SELECT ${NOW} AS now${async ? ", set_config('synchronous_commit', 'off', true) AS sc" : ""} ` +
+    `FROM (SELECT count(pg_advisory_xact_lock(hashtext(?::text), hashtext(?::text)))) AS locked`
   /** A save may commit asynchronously: with `synchronousCommit: "off"`, and never inside a transaction of the app's. */
   const commitsAsync: Effect.Effect<boolean> = asyncCommit
     ? Effect.map(inCallersTransaction, (joined) => !joined)
@@ -280,6 +284,14 @@ export const pgDialect = (options: PgOptions): Dialect => {
       return undefined
     },
     read: (body) => run(body(db)),
+    single: {
+      lock: singleLock,
+      run: (body) =>
+        run(Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx) =>
+          Option.isSome(tx)
+            ? Effect.succeedNone
+            : Effect.asSome(body(db, asyncCommit))))
+    },
     write: (executions, _given, body, save) =>
       run(Effect.flatMap(save === true ? commitsAsync : Effect.succeed(false), (async) =>
         // Our own BEGIN/COMMIT on the operation's connection; in a transaction of the caller's, a savepoint.
