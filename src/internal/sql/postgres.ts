@@ -286,11 +286,14 @@ export const pgDialect = (options: PgOptions): Dialect => {
     read: (body) => run(body(db)),
     single: {
       lock: singleLock,
+      // Not inside a transaction of the caller's that the operation joins (`layerClient`): there, a failed
+      // plain statement would abort it, so the save takes the transaction path (a savepoint). The caller's
+      // transaction is looked up outside `run`, which provides the operation's own connection as one.
       run: (body) =>
-        run(Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx) =>
-          Option.isSome(tx)
+        Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx) =>
+          Option.isSome(tx) && !options.ownClient
             ? Effect.succeedNone
-            : Effect.asSome(body(db, asyncCommit))))
+            : run(Effect.asSome(body(db, asyncCommit))))
     },
     write: (executions, _given, body, save) =>
       run(Effect.flatMap(save === true ? commitsAsync : Effect.succeed(false), (async) =>
