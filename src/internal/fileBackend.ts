@@ -35,8 +35,8 @@ import {
   type CheckpointStoreError,
   ExecutionNotFound
 } from "../CheckpointError.js"
-import type { ExecutionRecord, ExecutionStatus, Failure, TaskWrite } from "../CheckpointStore.js"
-import { derivedStatus } from "../CheckpointBackend.js"
+import { patchRecord, recordAfterInsert, type StoredRecord } from "./storedRecord.js"
+import type { ExecutionRecord, TaskWrite } from "../CheckpointStore.js"
 import type { Locker, LockTimeout } from "./fileLock.js"
 import { isPlainObject } from "./json.js"
 import { isValidId } from "./identifier.js"
@@ -104,17 +104,6 @@ const refsIn = (document: string): ReadonlyArray<string> | undefined => {
   }
 }
 
-/** An execution record as the File store keeps it in memory (times in epoch ms). */
-interface StoredRecord {
-  readonly latestVersion: number
-  readonly latestCheckpointId: string
-  readonly updatedAt: number
-  readonly status: ExecutionStatus
-  readonly wakeAt: number | undefined
-  readonly failure: Failure | undefined
-  readonly attempts: number
-  readonly lease: { readonly owner: string; readonly expiresAt: number } | undefined
-}
 
 const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord => ({
   executionId: executionId as Checkpoint.ExecutionId,
@@ -191,27 +180,6 @@ const parseRecord = (executionId: string, text: string): Either.Either<StoredRec
   )
 }
 
-/** Applies the `wakeAt`, `failure` and `lease` fields of a patch (as Memory does). */
-const applyFields = (r: StoredRecord, patch: RecordPatch, now: number): StoredRecord => ({
-  ...r,
-  ...(patch.wakeAt === undefined ? {} : { wakeAt: patch.wakeAt ?? undefined }),
-  ...(patch.failure === undefined ? {} : { failure: patch.failure ?? undefined }),
-  ...(patch.lease === undefined
-    ? {}
-    : { lease: patch.lease === null ? undefined : { owner: patch.lease.owner, expiresAt: now + patch.lease.ttlMs } })
-})
-
-/** `updateExecution`'s changes: the status and its time, then the other fields. */
-const patchRecord = (r: StoredRecord, patch: RecordPatch, now: number): StoredRecord =>
-  applyFields(
-    {
-      ...r,
-      ...(patch.status === undefined ? {} : { status: patch.status }),
-      ...(patch.status !== undefined || patch.wakeAt !== undefined || patch.failure !== undefined ? { updatedAt: now } : {})
-    },
-    patch,
-    now
-  )
 
 /** `(updatedAt, executionId)` descending. */
 const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
@@ -659,30 +627,7 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
           const stored: Array<readonly [string, StoredRecord | undefined]> = []
           yield* Effect.forEach(newest, ([executionId, { checkpoint: cp }]) => {
             const record = records.get(executionId)
-            const status = options.patch.status
-            const next: StoredRecord = record === undefined
-              ? {
-                latestVersion: cp.version,
-                latestCheckpointId: cp.id,
-                updatedAt: cp.timestamp.getTime(),
-                status: status ?? derivedStatus(cp),
-                wakeAt: undefined,
-                failure: undefined,
-                attempts: 0,
-                lease: undefined
-              }
-              : record.latestVersion < cp.version
-              ? {
-                ...record,
-                latestVersion: cp.version,
-                latestCheckpointId: cp.id,
-                updatedAt: cp.timestamp.getTime(),
-                status: status ?? derivedStatus(cp)
-              }
-              : status !== undefined
-              ? { ...record, status }
-              : record
-            return Effect.tap(writeRecord(executionId, applyFields(next, options.patch, options.now)), () => {
+            return Effect.tap(writeRecord(executionId, recordAfterInsert(record, cp, options.patch, options.now)), () => {
               stored.push([executionId, record])
             })
           }, { discard: true }).pipe(

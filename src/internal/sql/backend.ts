@@ -14,7 +14,7 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Either, Option } from "effect"
 import * as Checkpoint from "../../Checkpoint.js"
-import type { Backend, Encoded, ExecutionQuery, InsertOptions, RecordPatch } from "../../CheckpointBackend.js"
+import type { Backend, Encoded, ExecutionQuery, InsertOptions } from "../../CheckpointBackend.js"
 import { BlobsMissing, conflict, decodeFields, decodeRecord, derivedStatus, leaseProblem, parseJson } from "../../CheckpointBackend.js"
 import {
   type CheckpointConflict,
@@ -24,7 +24,8 @@ import {
   type CheckpointStoreError,
   ExecutionNotFound
 } from "../../CheckpointError.js"
-import type { ExecutionRecord, ExecutionStatus, Failure, TaskWrite } from "../../CheckpointStore.js"
+import { patchRecord, recordAfterInsert, type StoredRecord } from "../storedRecord.js"
+import type { ExecutionRecord, TaskWrite } from "../../CheckpointStore.js"
 import type { Db, Dialect, Row } from "./dialect.js"
 import { statuses } from "../records.js"
 import type { Tables } from "./schema.js"
@@ -35,17 +36,6 @@ const REC_COLUMNS = "execution_id, latest_version, latest_checkpoint_id, updated
 /** Rows per multi-row `INSERT` (11 values a row: under SQLite's 32 766 and PostgreSQL's 65 535 parameters). */
 const ROWS_PER_INSERT = 500
 
-/** An execution record as the store handles it (times in epoch ms). */
-interface StoredRecord {
-  readonly latestVersion: number
-  readonly latestCheckpointId: string
-  readonly updatedAt: number
-  readonly status: ExecutionStatus
-  readonly wakeAt: number | undefined
-  readonly failure: Failure | undefined
-  readonly attempts: number
-  readonly lease: { readonly owner: string; readonly expiresAt: number } | undefined
-}
 
 const toStored = (r: ExecutionRecord): StoredRecord => ({
   latestVersion: r.latestVersion,
@@ -100,27 +90,6 @@ const decodeRecordRow = (row: Row): Either.Either<ExecutionRecord, CheckpointDec
     leaseExpiresAt: row.lease_expires_at
   })
 
-/** Applies the `wakeAt`, `failure` and `lease` fields of a patch (as Memory does). */
-const applyFields = (r: StoredRecord, patch: RecordPatch, now: number): StoredRecord => ({
-  ...r,
-  ...(patch.wakeAt === undefined ? {} : { wakeAt: patch.wakeAt ?? undefined }),
-  ...(patch.failure === undefined ? {} : { failure: patch.failure ?? undefined }),
-  ...(patch.lease === undefined
-    ? {}
-    : { lease: patch.lease === null ? undefined : { owner: patch.lease.owner, expiresAt: now + patch.lease.ttlMs } })
-})
-
-/** `updateExecution`'s changes: the status and its time, then the other fields. */
-const patchRecord = (r: StoredRecord, patch: RecordPatch, now: number): StoredRecord =>
-  applyFields(
-    {
-      ...r,
-      ...(patch.status === undefined ? {} : { status: patch.status }),
-      ...(patch.status !== undefined || patch.wakeAt !== undefined || patch.failure !== undefined ? { updatedAt: now } : {})
-    },
-    patch,
-    now
-  )
 
 const expectationMet = (
   record: StoredRecord | undefined,
@@ -566,30 +535,7 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
           const changed: Array<readonly [string, StoredRecord]> = []
           for (const [executionId, { checkpoint: cp }] of newest) {
             const record = records.get(executionId)
-            const status = options.patch.status
-            const next: StoredRecord = record === undefined
-              ? {
-                latestVersion: cp.version,
-                latestCheckpointId: cp.id,
-                updatedAt: cp.timestamp.getTime(),
-                status: status ?? derivedStatus(cp),
-                wakeAt: undefined,
-                failure: undefined,
-                attempts: 0,
-                lease: undefined
-              }
-              : record.latestVersion < cp.version
-              ? {
-                ...record,
-                latestVersion: cp.version,
-                latestCheckpointId: cp.id,
-                updatedAt: cp.timestamp.getTime(),
-                status: status ?? derivedStatus(cp)
-              }
-              : status !== undefined
-              ? { ...record, status }
-              : record
-            changed.push([executionId, applyFields(next, options.patch, now)])
+            changed.push([executionId, recordAfterInsert(record, cp, options.patch, now)])
           }
           yield* putRecords(db, changed)
         })
