@@ -481,7 +481,8 @@ export interface EncryptionOptions {
  * import { CheckpointStore } from "effect-checkpoint"
  * import { SqliteStore } from "effect-checkpoint/sqlite"
  *
- * const key = Redacted.make(Buffer.from(process.env.CHECKPOINT_KEY!, "base64"))
+ * // 32 random bytes, kept in your secret store (shown here as a literal of base64 text).
+ * const key = Redacted.make(Buffer.from("q3X4…base64…=", "base64"))
  * const Store = SqliteStore.layer({ filename: "./app.db" }).pipe(CheckpointStore.encrypted({ key }))
  * ```
  *
