@@ -114,12 +114,13 @@ const pgUnderTest = Layer.unwrapScoped(
 
 conformance("Postgres", pgUnderTest, { preservesKeyOrder: false, blobs: true })
 
+// Also the statements run unnamed (preparedStatements: false), as behind a pooler that cannot keep them.
 conformance(
-  "Postgres (synchronousCommit off, layerClient)",
+  "Postgres (synchronousCommit off, layerClient, unprepared)",
   Layer.unwrapScoped(
     Effect.map(scopedTable("conf_async"), (tableName) =>
       Layer.merge(
-        PostgresStore.layerClient({ schema: SCHEMA, tableName, synchronousCommit: "off" }).pipe(
+        PostgresStore.layerClient({ schema: SCHEMA, tableName, synchronousCommit: "off", preparedStatements: false }).pipe(
           Layer.provide(PgClient.layer({ url: Redacted.make(URL) }))
         ),
         kitFor(tableName)

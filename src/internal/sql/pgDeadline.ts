@@ -11,10 +11,14 @@
  * - each statement gets `queryTimeout`: when it passes, the `pg` client is `end()`ed, which destroys the
  *   socket, so `pg` fails the statement at once, the operation fails with a `CheckpointStoreError` that
  *   says so, and the pool drops the client when it is released (an ended client is never reused);
- * - the operation runs in a child fiber that is never interrupted: an interrupt of the caller closes the
- *   connection (the child then fails at once, without `pg_cancel_backend`) and waits for the child;
- * - the wait for a connection is bounded too (`acquireTimeout`); a connection that arrives after the wait
- *   was given up is closed;
+ * - its statements run straight on the `pg` client (`statement`; `@effect/sql`'s own statements on the
+ *   operation's connection too), named prepared statements unless asked otherwise: an interrupt reaches
+ *   the statement in flight, which closes the connection (the statement then fails at once, without
+ *   `pg_cancel_backend`) and waits for it; without a `pg` client, the operation runs in a child fiber
+ *   that is never interrupted, and an interrupt of the caller closes the connection and waits for it;
+ * - the wait for a connection is bounded too: by the pool itself when it has a `connectTimeout`
+ *   (`pg-pool` applies it to a queued request), else by `acquireTimeout`, and a connection that arrives
+ *   after the wait was given up is closed;
  * - `join`: inside a transaction of the caller's on this client, the operation runs on that transaction's
  *   connection instead (same deadline; closing it on a stall ends the caller's transaction, which then
  *   fails as `@effect/sql` fails a transaction whose connection broke).
@@ -35,10 +39,38 @@ export const DEFAULT_QUERY_TIMEOUT: Duration.Duration = Duration.seconds(10)
 
 /** How long an interrupted or timed-out operation waits for its statements to fail after its connection was closed. */
 const SETTLE = Duration.seconds(1)
+const SETTLE_MS = Duration.toMillis(SETTLE)
+
+/** What a statement of `pg` answers (the rows; `pg` parses column types as its pool is configured). */
+interface PgResult {
+  readonly rows?: ReadonlyArray<Row>
+}
 
 /** The subset of a `pg` client used here (`@effect/sql-pg` connections carry it as `pg`). */
 interface PgLike {
   readonly end: () => Promise<void> | void
+  readonly query?: (
+    config: { readonly text: string; readonly values: ReadonlyArray<unknown>; readonly name?: string },
+    callback: (error: Error | null | undefined, result: PgResult) => void
+  ) => unknown
+}
+
+export type Row = { readonly [column: string]: unknown }
+
+/**
+ * A name per statement text, for `pg`'s prepared statements (parsed and planned once per connection).
+ * The same text always gets the same name, so two stores in one process never ask one connection to
+ * prepare two texts under one name; past {@link MAX_PREPARED} texts, statements run unnamed.
+ */
+const preparedNames = new Map<string, string>()
+const MAX_PREPARED = 1000
+
+const nameOf = (text: string): string | undefined => {
+  let name = preparedNames.get(text)
+  if (name === undefined && preparedNames.size < MAX_PREPARED) {
+    preparedNames.set(text, name = `effect_checkpoint_${preparedNames.size + 1}`)
+  }
+  return name
 }
 
 const pgOf = (conn: Connection): PgLike | undefined => {
@@ -82,6 +114,11 @@ export interface DeadlineOptions {
   readonly queryTimeout: Duration.Duration
   /** How long to wait for a connection from the pool (default: `queryTimeout`). */
   readonly acquireTimeout?: Duration.Duration | undefined
+  /**
+   * The pool bounds the wait for a connection itself (its `connectTimeout`, which `pg-pool` applies to
+   * a queued request as to a new connection): the connection is taken without a timer of ours.
+   */
+  readonly poolBoundsWait?: boolean | undefined
 }
 
 /** The connection of the running operation, for {@link transaction}. */
@@ -91,7 +128,35 @@ class Reserved extends Context.Tag("effect-checkpoint/PgDeadline/Reserved")<Rese
   readonly joined: boolean
   /** Closes the connection (idempotent); the pool drops it when it is released. */
   readonly close: () => void
+  /**
+   * Runs one statement straight on the `pg` client, under the deadline (`undefined` without one:
+   * then statements go through `@effect/sql`). An interrupt closes the connection and waits (up to
+   * a second) for the statement to fail, instead of `pg_cancel_backend` through another connection.
+   */
+  readonly run: ((text: string, params: ReadonlyArray<unknown>, prepare: boolean) => Effect.Effect<ReadonlyArray<Row>, SqlError>) | undefined
 }>() {}
+
+/**
+ * Runs `text` on the running operation's connection: straight on its `pg` client when it has one
+ * (prepared unless `prepare` is `false`), else through `fallback` (`@effect/sql`).
+ */
+export const statement = (
+  text: string,
+  params: ReadonlyArray<unknown>,
+  prepare: boolean,
+  fallback: Effect.Effect<ReadonlyArray<Row>, SqlError>
+): Effect.Effect<ReadonlyArray<Row>, SqlError> =>
+  Effect.flatMap(Effect.serviceOption(Reserved), (reserved) => {
+    const run = Option.isSome(reserved) ? reserved.value.run : undefined
+    if (run === undefined) return fallback
+    // The span `@effect/sql` gives each statement, with the same name and attributes.
+    return Effect.useSpan("sql.execute", { kind: "client", captureStackTrace: false }, (span) => {
+      span.attribute("db.system.name", "postgresql")
+      span.attribute("db.operation.name", "execute")
+      span.attribute("db.query.text", text)
+      return run(text, params, prepare)
+    })
+  })
 
 const liveClock = Clock.make()
 
@@ -107,6 +172,7 @@ const withinReal = <A, E, R>(effect: Effect.Effect<A, E, R>, d: Duration.Duratio
  */
 export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions) => {
   const { queryTimeout } = options
+  const poolBoundsWait = options.poolBoundsWait === true
   const acquireTimeout = options.acquireTimeout ?? queryTimeout
   const timeoutMs = Math.max(1, Math.ceil(Duration.toMillis(queryTimeout)))
 
@@ -156,43 +222,99 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
           }, timeoutMs)
           return Effect.ensuring(statement, Effect.sync(() => clearTimeout(timer)))
         })
+      const query = pg?.query
+      /** One statement straight on the `pg` client: see `Reserved.run`. */
+      const run = pg === undefined || query === undefined ? undefined : (
+        text: string,
+        params: ReadonlyArray<unknown>,
+        prepare: boolean
+      ): Effect.Effect<ReadonlyArray<Row>, SqlError> =>
+        Effect.async<ReadonlyArray<Row>, SqlError>((resume) => {
+          let done = false
+          let settle: (() => void) | undefined
+          const timer = closed ? undefined : setTimeout(() => {
+            timedOut = true
+            close()
+          }, timeoutMs)
+          const name = prepare && params.length > 0 ? nameOf(text) : undefined
+          const answered = (error: unknown, result: unknown) => {
+            if (done) return
+            done = true
+            if (timer !== undefined) clearTimeout(timer)
+            settle?.()
+            resume(
+              error !== null && error !== undefined
+                ? Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" }))
+                : Effect.succeed(rowsOf(result))
+            )
+          }
+          try {
+            query.call(pg, name === undefined ? { text, values: params } : { text, values: params, name }, answered)
+          } catch (cause) {
+            answered(cause ?? new Error("the statement could not be sent"), undefined)
+          }
+          // Interrupted: close the connection, so the statement fails at once, and wait for it (bounded).
+          return Effect.async<void>((settled) => {
+            if (done) return settled(Effect.void)
+            close()
+            const t = setTimeout(() => settled(Effect.void), SETTLE_MS)
+            settle = () => {
+              clearTimeout(t)
+              settled(Effect.void)
+            }
+          })
+        })
       const guarded: Connection = pg === undefined ? conn : {
-        execute: (text, params, transformRows) => guard(conn.execute(text, params, transformRows)),
+        execute: (text, params, transformRows) =>
+          run === undefined
+            ? guard(conn.execute(text, params, transformRows))
+            : Effect.map(run(text, params, false), (rows) => transformRows === undefined ? rows : transformRows(rows)),
         executeRaw: (text, params) => guard(conn.executeRaw(text, params)),
         executeStream: (text, params, transformRows) => conn.executeStream(text, params, transformRows),
         executeValues: (text, params) => guard(conn.executeValues(text, params)),
-        executeUnprepared: (text, params, transformRows) => guard(conn.executeUnprepared(text, params, transformRows))
+        executeUnprepared: (text, params, transformRows) =>
+          run === undefined
+            ? guard(conn.executeUnprepared(text, params, transformRows))
+            : Effect.map(
+              run(text, params ?? [], false),
+              (rows) => transformRows === undefined ? rows : transformRows(rows)
+            )
       }
       const body = effect.pipe(
         Effect.provideService(SqlClient.TransactionConnection, [guarded, depth] as const),
-        Effect.provideService(Reserved, { conn: guarded, close, joined })
+        Effect.provideService(Reserved, { conn: guarded, close, joined, run })
       )
-      // Without a `pg` client to close (not @effect/sql-pg), the deadline is an interrupt of the operation.
-      // A daemon: an interrupt of this fiber goes to its children too, and an interrupted statement of
-      // @effect/sql-pg runs `pg_cancel_backend` on another connection (through the same dead network).
-      const child = yield* Effect.forkDaemon(
-        pg === undefined
-          ? restore(withinReal(body, queryTimeout)).pipe(
-            Effect.flatMap(Option.match({
-              onNone: () => {
-                timedOut = true
-                return Effect.fail(deadlineError("the operation was interrupted"))
-              },
-              onSome: Effect.succeed
-            }))
-          )
-          : restore(body)
-      )
-      const result = yield* Effect.exit(restore(Fiber.await(child)))
       let exit: Exit.Exit<A, E | SqlError>
-      if (Exit.isSuccess(result)) {
-        exit = result.value
+      if (run !== undefined) {
+        // Every statement is one of ours: an interrupt reaches the one in flight, which closes the connection.
+        exit = yield* Effect.exit(restore(body))
       } else {
-        // Interrupted while waiting: close the connection, so the statement fails at once and is not cancelled.
-        close()
-        const settled = yield* withinReal(Fiber.await(child), SETTLE)
-        if (Option.isNone(settled)) yield* Fiber.interruptFork(child)
-        exit = result as Exit.Exit<never>
+        // Without a `pg` client to close (not @effect/sql-pg), the deadline is an interrupt of the operation.
+        // A daemon: an interrupt of this fiber goes to its children too, and an interrupted statement of
+        // @effect/sql-pg runs `pg_cancel_backend` on another connection (through the same dead network).
+        const child = yield* Effect.forkDaemon(
+          pg === undefined
+            ? restore(withinReal(body, queryTimeout)).pipe(
+              Effect.flatMap(Option.match({
+                onNone: () => {
+                  timedOut = true
+                  return Effect.fail(deadlineError("the operation was interrupted"))
+                },
+                onSome: Effect.succeed
+              }))
+            )
+            : restore(body)
+        )
+        const result = yield* Effect.exit(restore(Fiber.await(child)))
+        if (Exit.isSuccess(result)) {
+          exit = result.value
+        } else {
+          // Interrupted while waiting: close the connection, so the statement fails at once and is not cancelled.
+          close()
+          const settled = yield* withinReal(Fiber.await(child), SETTLE)
+          if (Option.isNone(settled)) yield* Fiber.interruptFork(child)
+          exit = result as Exit.Exit<never>
+        }
       }
       if (Exit.isFailure(exit) && timedOut && !Exit.isInterrupted(exit) && pg !== undefined) {
         exit = Exit.fail(deadlineError("the connection was closed"))
@@ -224,7 +346,14 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
           }
         }
 
-        // --- a connection, within acquireTimeout --------------------------------------------------
+        // --- a connection: within the pool's own bound, or within acquireTimeout ---------------------
+        if (poolBoundsWait) {
+          const own = yield* Effect.exit(restore(reserve))
+          if (Exit.isFailure(own)) return yield* Effect.failCause(own.cause)
+          const exit = yield* runOn(restore, own.value.conn, 0, false, effect)
+          yield* Scope.close(own.value.scope, Exit.void)
+          return yield* exit
+        }
         const acquiring = yield* Effect.forkDaemon(reserve)
         const waited = yield* Effect.exit(restore(withinReal(Fiber.await(acquiring), acquireTimeout)))
         if (Exit.isFailure(waited)) {
@@ -246,6 +375,13 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
         return yield* exit
       })
     )
+}
+
+/** The rows of a `pg` result (of the last statement, for a text of several). */
+const rowsOf = (result: unknown): ReadonlyArray<Row> => {
+  const last = Array.isArray(result) ? result[result.length - 1] : result
+  const rows = typeof last === "object" && last !== null ? (last as PgResult).rows : undefined
+  return Array.isArray(rows) ? rows : []
 }
 
 const closePg = (pg: PgLike | undefined) => {

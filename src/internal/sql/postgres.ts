@@ -12,7 +12,7 @@ import { CheckpointEncodeError, type CheckpointStoreError } from "../../Checkpoi
 import type { Encoded } from "../../CheckpointBackend.js"
 import { redact, storeError } from "../storeError.js"
 import { type Db, type Dialect, failedTransaction, numbered, type ParamType, type Row } from "./dialect.js"
-import { inCallersTransaction, transaction, withDeadline } from "./pgDeadline.js"
+import { inCallersTransaction, statement, transaction, withDeadline } from "./pgDeadline.js"
 import { dropDerived, migrations, migrationsTable, schemaVersion, type Tables } from "./schema.js"
 
 export const BACKEND = "postgres"
@@ -192,6 +192,10 @@ export interface PgOptions {
   readonly queryTimeout: Duration.Duration
   /** How long an operation may wait for a connection from the pool. */
   readonly acquireTimeout: Duration.Duration
+  /** The pool bounds that wait itself (its `connectTimeout`). */
+  readonly poolBoundsWait: boolean
+  /** Statements run as named prepared statements (`pg` parses and plans each once per connection). */
+  readonly prepare: boolean
 }
 
 /**
@@ -208,7 +212,7 @@ export interface PgOptions {
  * transaction's connection, under the same deadline).
  */
 export const withConnection = (
-  options: Pick<PgOptions, "sql" | "ownClient" | "queryTimeout" | "acquireTimeout">
+  options: Pick<PgOptions, "sql" | "ownClient" | "queryTimeout" | "acquireTimeout" | "poolBoundsWait">
 ): <A, E>(op: Effect.Effect<A, E>) => Effect.Effect<A, E | SqlError> => {
   const deadline = withDeadline(options.sql, options)({ join: !options.ownClient })
   return (op) => deadline(op)
@@ -217,9 +221,12 @@ export const withConnection = (
 const NOW = "floor(extract(epoch FROM clock_timestamp()) * 1000)::float8"
 
 export const pgDialect = (options: PgOptions): Dialect => {
-  const { asyncCommit, secrets, sql, tables } = options
+  const { asyncCommit, prepare, secrets, sql, tables } = options
   const run = withConnection(options)
-  const db: Db = { all: (text, params) => sql.unsafe<Row>(text, params as ReadonlyArray<never>) }
+  // Straight on the operation's `pg` client (see `pgDeadline.ts`); through `@effect/sql` without one.
+  const db: Db = {
+    all: (text, params) => statement(text, params, prepare, sql.unsafe<Row>(text, params as ReadonlyArray<never>))
+  }
   /**
    * The first statement of a write transaction: the advisory lock of each
    * execution (in one order, so two writers never wait on each other), then
