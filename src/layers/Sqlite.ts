@@ -1,6 +1,7 @@
 /**
- * The SQLite checkpoint store: an embedded database file, built on
- * `@effect/sql-sqlite-node`'s `SqliteClient` (better-sqlite3). What a
+ * The SQLite checkpoint store: an embedded database file, on better-sqlite3
+ * (`layer`, its own connection) or on an `@effect/sql-sqlite-node`
+ * `SqliteClient` of yours (`layerClient`). What a
  * single-machine deployment picks: no server, checkpoints survive the
  * process, several processes can share one file.
  *
@@ -19,16 +20,16 @@
  * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
-import { Config, type ConfigError, Context, Duration, Effect, Layer, Schedule } from "effect"
+import Sqlite from "better-sqlite3"
+import { Config, type ConfigError, Duration, Effect, Layer, Schedule } from "effect"
 import * as CheckpointBackend from "../CheckpointBackend.js"
 import type { CheckpointStoreError, InvalidIdentifier } from "../CheckpointError.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import { sqlBackend } from "../internal/sql/backend.js"
+import type { Db } from "../internal/sql/dialect.js"
 import * as Schema from "../internal/sql/schema.js"
-import { BACKEND, checkTable, clientRunner, initSchema, reservedRunner, type Runner, sqliteDialect } from "../internal/sql/sqlite.js"
+import { BACKEND, checkTable, clientRunner, initSchema, nativeRunner, type Runner, sqliteDialect } from "../internal/sql/sqlite.js"
 import { storeError } from "../internal/storeError.js"
 
 // -----------------------------------------------------------------------------
@@ -210,12 +211,12 @@ const isBusy = (e: SqlError): boolean => {
  * SQLITE_BUSY at once, without its busy handler, so the switch is retried
  * here for up to `busyMillis`.
  */
-const enableWal = (conn: Connection, busyMillis: number) =>
-  Effect.flatMap(conn.execute("PRAGMA journal_mode", [], undefined), (rows) => {
+const enableWal = (db: Db, busyMillis: number) =>
+  Effect.flatMap(db.all("PRAGMA journal_mode", []), (rows) => {
     const mode = String(rows[0]?.journal_mode ?? "").toLowerCase()
     return mode === "wal" || mode === "memory"
       ? Effect.void
-      : conn.execute("PRAGMA journal_mode = WAL", [], undefined).pipe(
+      : db.all("PRAGMA journal_mode = WAL", []).pipe(
         Effect.retry({
           while: isBusy,
           schedule: Schedule.spaced("10 millis").pipe(Schedule.jittered, Schedule.upTo(Duration.millis(busyMillis)))
@@ -224,30 +225,27 @@ const enableWal = (conn: Connection, busyMillis: number) =>
       )
   })
 
-/** Opens the client and holds its one connection for the layer's lifetime (the scope closes both). */
+/** Opens the file with better-sqlite3 and holds the connection for the layer's lifetime (the scope closes it). */
 const openOwn = (options: Options, table: string) =>
   Effect.gen(function*() {
-    // WAL is switched on below, not by SqliteClient: see `enableWal`.
-    const context = yield* Effect.mapError(
-      Layer.build(SqliteClient.layer({ filename: options.filename, disableWAL: true })),
-      (e) => storeError(BACKEND, "open", e)
+    const native = yield* Effect.acquireRelease(
+      Effect.try({ try: () => new Sqlite(options.filename), catch: (e) => storeError(BACKEND, "open", e) }),
+      (native) => Effect.sync(() => native.close())
     )
-    const conn = yield* Context.get(context, SqlClient.SqlClient).reserve
+    const runner = nativeRunner(native)
     const busy = Math.max(0, Math.round(Duration.toMillis(Duration.decode(options.busyTimeout ?? DEFAULT_BUSY_TIMEOUT))))
     const synchronous = options.synchronous === "FULL" ? "FULL" : "NORMAL"
-    yield* conn.execute(`PRAGMA busy_timeout = ${busy}`, [], undefined)
-    yield* enableWal(conn, busy)
-    yield* conn.execute(`PRAGMA synchronous = ${synchronous}`, [], undefined)
-    return yield* makeStore(reservedRunner(conn), table, options)
+    yield* runner.db.all(`PRAGMA busy_timeout = ${busy}`, [])
+    yield* enableWal(runner.db, busy)
+    yield* runner.db.all(`PRAGMA synchronous = ${synchronous}`, [])
+    return yield* makeStore(runner, table, options)
   }).pipe(
-    Effect.catchTag("SqlError", (e) => Effect.fail(storeError(BACKEND, "open", e.cause instanceof Error ? e.cause : e))),
-    // better-sqlite3 throws while opening (missing directory, not a database): a typed error, never a defect.
-    Effect.catchAllDefect((defect) => Effect.fail(storeError(BACKEND, "open", defect)))
+    Effect.catchTag("SqlError", (e) => Effect.fail(storeError(BACKEND, "open", e.cause instanceof Error ? e.cause : e)))
   )
 
 /**
  * A SQLite store in `options.filename` (the reference's
- * `NewSqliteCheckpointStore`): opens the file with `SqliteClient` (WAL
+ * `NewSqliteCheckpointStore`): opens the file with better-sqlite3 (WAL
  * journal, `synchronous = NORMAL` unless `FULL` is asked for, a 5 second busy
  * timeout), creates or migrates the tables, and closes the file when the
  * layer's scope closes.

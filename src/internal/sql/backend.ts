@@ -158,6 +158,7 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
       )
     ),
     records: prep(`SELECT ${REC_COLUMNS} FROM ${t.executions} WHERE ${d.inList("execution_id")}${d.forUpdate}`),
+    recordLocked: prep(`SELECT ${REC_COLUMNS} FROM ${t.executions} WHERE execution_id = ${p("text")}${d.forUpdate}`),
     record: prep(`SELECT ${REC_COLUMNS} FROM ${t.executions} WHERE execution_id = ${p("text")}`),
     load: prep(`SELECT ${selectCp} FROM ${t.checkpoints} WHERE id = ${p("text")}`),
     // The page first, then the JSON columns as text: only the rows returned are converted.
@@ -269,7 +270,11 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
 
   /** The records of `executions` (locked until the transaction ends, on PostgreSQL). */
   const readRecords = (db: Db, executions: ReadonlyArray<string>) =>
-    Effect.flatMap(db.all(sql.records, [d.listParam(executions)]), (rows) => {
+    Effect.flatMap(
+      executions.length === 1
+        ? db.all(sql.recordLocked, [executions[0]])
+        : db.all(sql.records, [d.listParam(executions)]),
+      (rows) => {
       const out = new Map<string, StoredRecord>()
       for (const row of rows) {
         const decoded = decodeRecordRow(row)
@@ -277,7 +282,8 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
         out.set(decoded.right.executionId, toStored(decoded.right))
       }
       return Effect.succeed(out)
-    })
+    }
+    )
 
   const putRecords = (db: Db, records: ReadonlyArray<readonly [string, StoredRecord]>) =>
     Effect.forEach(

@@ -4,8 +4,8 @@
  * @internal
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type { Connection } from "@effect/sql/SqlConnection"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
+import type { Database, Statement } from "better-sqlite3"
 import { Effect } from "effect"
 import { CheckpointEncodeError, type CheckpointStoreError, type InvalidIdentifier } from "../../CheckpointError.js"
 import { checkSqlName, invalid } from "../identifier.js"
@@ -22,16 +22,40 @@ export interface Runner {
   readonly transaction: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E | SqlError>
 }
 
+/** Prepared statements per text, at most this many (a store has a few dozen texts). */
+const MAX_PREPARED = 500
+
 /**
- * A connection the store holds for the whole life of its layer: statements go
- * straight to it. One operation at a time (a semaphore), so a transaction
- * never sees another operation's statements.
+ * The store's own connection ({@link layer}): better-sqlite3 directly, each
+ * statement prepared once and run synchronously (a statement is a call, not
+ * a round trip: the driver's path costs as much as SQLite's work). One
+ * operation at a time (a semaphore), so a transaction never sees another
+ * operation's statements, and a read never sees a transaction not committed.
  */
-export const reservedRunner = (conn: Connection): Runner => {
+export const nativeRunner = (native: Database): Runner => {
   const lock = Effect.unsafeMakeSemaphore(1)
-  const run = (text: string) => conn.executeUnprepared(text, [], undefined)
+  const prepared = new Map<string, Statement>()
+  const statementOf = (text: string): Statement => {
+    let statement = prepared.get(text)
+    if (statement === undefined) {
+      statement = native.prepare(text)
+      if (prepared.size < MAX_PREPARED) prepared.set(text, statement)
+    }
+    return statement
+  }
+  const all = (text: string, params: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<Row>, SqlError> =>
+    Effect.try({
+      try: () => {
+        const statement = statementOf(text)
+        if (statement.reader) return statement.all(...params)
+        statement.run(...params)
+        return []
+      },
+      catch: (cause) => new SqlError({ cause, message: "Failed to execute statement" })
+    })
+  const run = (text: string) => all(text, [])
   return {
-    db: { all: (text, params) => conn.execute(text, params, undefined) },
+    db: { all },
     read: (effect) => lock.withPermits(1)(effect),
     transaction: (effect) =>
       lock.withPermits(1)(Effect.uninterruptibleMask((restore) =>
