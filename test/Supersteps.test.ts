@@ -217,11 +217,11 @@ describe.each(engineStores)("supersteps on the %s store", (_name, storeLayer) =>
       }
     }))
 
-  test("determinism: 30 seeded runs with random task delays give identical states and checkpoint sequences", () =>
+  test("determinism: 50 seeded runs with random task delays give identical states and checkpoint sequences", () =>
     Effect.gen(function*() {
       const finishOrders = new Set<string>()
       let reference: { state: State; shape: ReturnType<typeof shape> } | undefined
-      for (let seed = 1; seed <= 30; seed++) {
+      for (let seed = 1; seed <= 50; seed++) {
         const random = seeded(seed)
         const order: Array<string> = []
         const task = (name: string, update: (s: State) => Partial<State>) => (s: State) =>
