@@ -15,13 +15,14 @@
  * sources hang. Once the three other searches are saved (each finished task's
  * update is saved at once), this process kills the child with SIGKILL and
  * resumes the execution: only the two missing searches and the summary run.
- * Everything lives in a File store in a temp directory, removed at the end.
+ * Both processes open one SQLite file (in a temp directory, removed at the
+ * end); no server is needed. Each node's log line names the process that ran it.
  *
- *   npx tsx examples/research.ts
+ *   npm run build && npx tsx examples/research.ts
  */
 import { Console, Effect, Option, Schema } from "effect"
 import { Checkpoint, CheckpointStore, Graph } from "effect-checkpoint"
-import { FileStore } from "effect-checkpoint/file"
+import { SqliteStore } from "effect-checkpoint/sqlite"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -91,30 +92,34 @@ const EXECUTION = "research-1"
 
 // --- the child: runs until it is killed -----------------------------------------
 
-const child = (directory: string) =>
+const child = (filename: string) =>
   Effect.gen(function*() {
     const runnable = yield* Graph.compileCheckpointable(graph, { maxCheckpoints: 0 })
     yield* runnable.invoke(input, { executionId: EXECUTION })
-  }).pipe(Effect.provide(FileStore.layer({ directory })))
+  }).pipe(Effect.provide(SqliteStore.layer({ filename })))
 
 // --- the parent: starts the child, kills it mid-fan-out, resumes ----------------
 
 const parent = Effect.gen(function*() {
   const directory = fs.mkdtempSync(path.join(os.tmpdir(), "effect-checkpoint-research-"))
   yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(directory, { recursive: true, force: true })))
-  yield* Console.log(`=== Research run in a child process (File store in ${directory}) ===`)
-
-  // The same script, as a child (tsx's loader flags are in execArgv).
-  const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, "child", directory], {
-    stdio: ["ignore", "inherit", "inherit"]
-  })
-  const exited = Effect.async<void>((resume) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) resume(Effect.void)
-    else proc.once("exit", () => resume(Effect.void))
-  })
+  const filename = path.join(directory, "research.db")
+  yield* Console.log(`=== Research run in a child process (SQLite store in ${filename}) ===`)
 
   yield* Effect.gen(function*() {
+    // This process opens the file first (creating its tables), then the child opens it too.
     const store = yield* CheckpointStore.CheckpointStore
+
+    // The same script, as a child (tsx's loader flags are in execArgv).
+    const proc = spawn(process.execPath, [...process.execArgv, process.argv[1]!, "child", filename], {
+      stdio: ["ignore", "inherit", "inherit"]
+    })
+    const exited = Effect.async<void>((resume) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) resume(Effect.void)
+      else proc.once("exit", () => resume(Effect.void))
+    })
+    // Whatever happens here, the child does not outlive this process.
+    yield* Effect.addFinalizer(() => Effect.zipRight(Effect.sync(() => proc.kill("SIGKILL")), exited))
     // Wait until three searches' updates are in the store (task writes of the checkpoint that scheduled them).
     const executionId = yield* Checkpoint.makeExecutionId(EXECUTION)
     while (true) {
@@ -142,7 +147,7 @@ const parent = Effect.gen(function*() {
     for (const cp of yield* runnable.listCheckpoints(EXECUTION)) {
       yield* Console.log(`#${cp.version} ${cp.nodeName.padEnd(10)} next=[${cp.next.join(",")}]`)
     }
-  }).pipe(Effect.provide(FileStore.layer({ directory })))
+  }).pipe(Effect.provide(SqliteStore.layer({ filename })))
 })
 
 const main = role === "child" ? child(process.argv[3]!) : Effect.scoped(parent)

@@ -10,16 +10,14 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Schema, Stream } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import type * as Checkpoint from "../src/Checkpoint.js"
 import { CheckpointStoreError } from "../src/CheckpointError.js"
 import * as CheckpointStore from "../src/CheckpointStore.js"
 import * as Graph from "../src/Graph.js"
-import * as FileStore from "../src/layers/File.js"
 import { freshExecution } from "../src/testing.js"
 import * as FanoutCrash from "./fixtures/fanout-crash-graph.js"
-import { engineStores } from "./fixtures/stores.js"
+import { engineStores, layerOfSpec, sharedStoreSpecs, tempDir } from "./fixtures/stores.js"
 
 // -----------------------------------------------------------------------------
 // Fixtures
@@ -219,11 +217,11 @@ describe.each(engineStores)("supersteps on the %s store", (_name, storeLayer) =>
       }
     }))
 
-  test("determinism: 30 seeded runs with random task delays give identical states and checkpoint sequences", () =>
+  test("determinism: 50 seeded runs with random task delays give identical states and checkpoint sequences", () =>
     Effect.gen(function*() {
       const finishOrders = new Set<string>()
       let reference: { state: State; shape: ReturnType<typeof shape> } | undefined
-      for (let seed = 1; seed <= 30; seed++) {
+      for (let seed = 1; seed <= 50; seed++) {
         const random = seeded(seed)
         const order: Array<string> = []
         const task = (name: string, update: (s: State) => Partial<State>) => (s: State) =>
@@ -700,7 +698,7 @@ describe.each(engineStores)("supersteps on the %s store", (_name, storeLayer) =>
 })
 
 // -----------------------------------------------------------------------------
-// A real crash: SIGKILL of another process mid-fan-out (File store)
+// A real crash: SIGKILL of another process mid-fan-out (File, SQLite, PostgreSQL)
 // -----------------------------------------------------------------------------
 
 const FANOUT_CRASH = path.join(import.meta.dirname, "fixtures", "fanout-crash.ts")
@@ -716,50 +714,60 @@ const waitUntil = <A>(probe: () => Effect.Effect<A | undefined, unknown>, what: 
     }
   })
 
-describe("a fan-out killed with SIGKILL after 2 of its 3 tasks finished", () => {
+/** The fan-out fixture in a child process on the store of `spec`; SIGKILLed (and awaited) when the scope closes. */
+const fanoutChild = (spec: string, effects: string, executionId: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const proc = spawn(process.execPath, ["--import", "tsx", FANOUT_CRASH, spec, effects, executionId], {
+        stdio: ["ignore", "ignore", "pipe"]
+      })
+      let stderr = ""
+      proc.stderr.on("data", (d) => stderr += String(d))
+      const exited = Effect.async<void>((resume) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) resume(Effect.void)
+        else proc.once("exit", () => resume(Effect.void))
+      })
+      return { proc, exited, stderr: () => stderr }
+    }),
+    ({ exited, proc }) => Effect.zipRight(Effect.sync(() => proc.kill("SIGKILL")), exited)
+  )
+
+describe.each(sharedStoreSpecs)("a fan-out killed with SIGKILL after 2 of its 3 tasks finished (%s store)", (_name, makeSpec) => {
   it.live("a resume in this process (takeOver) runs only the third task", () =>
     Effect.gen(function*() {
-      const root = fs.mkdtempSync(path.join(os.tmpdir(), "effect-checkpoint-fanout-crash-"))
-      try {
-        const storeDir = path.join(root, "store")
-        const effects = path.join(root, "effects")
-        fs.mkdirSync(effects)
-        const executionId = `fanout-crash-${process.pid}`
-        const child = spawn(process.execPath, ["--import", "tsx", FANOUT_CRASH, storeDir, effects, executionId], {
-          stdio: ["ignore", "ignore", "pipe"]
-        })
-        let stderr = ""
-        child.stderr.on("data", (d) => stderr += String(d))
-        const exited = Effect.async<void>((resume) => {
-          if (child.exitCode !== null || child.signalCode !== null) resume(Effect.void)
-          else child.once("exit", () => resume(Effect.void))
-        })
-        yield* Effect.gen(function*() {
-          const store = yield* storeService
-          // The child's tasks a and b are done when their updates are in the store (c is still running there).
-          yield* waitUntil(() =>
-            Effect.gen(function*() {
-              if (child.exitCode !== null) return yield* Effect.fail(new Error(`the child exited early: ${stderr}`))
-              if (!fs.existsSync(path.join(effects, "started-c"))) return undefined
-              const latest = yield* store.latest(executionId as Checkpoint.ExecutionId).pipe(Effect.orElseSucceed(() => Option.none()))
-              if (Option.isNone(latest) || latest.value.nodeName !== "start") return undefined
-              const writes = yield* store.listWrites(latest.value.id)
-              return writes.length === 2 ? writes : undefined
-            }), "two task writes")
-          child.kill("SIGKILL")
-          yield* exited
-          expect(child.signalCode).toBe("SIGKILL")
-          const done = () => fs.readdirSync(effects).filter((f) => f.startsWith("done-")).sort()
-          const killed = [`done-a-${child.pid}`, `done-b-${child.pid}`, `done-start-${child.pid}`]
-          expect(done()).toEqual(killed)
-          const runnable = yield* Graph.compileCheckpointable(FanoutCrash.graph(effects), { maxCheckpoints: 0 })
-          const out = yield* runnable.resume(executionId, { takeOver: true })
-          expect(out.log).toEqual(["start", "a", "b", "c", "join"])
-          // Only c ran here; a and b ran once, in the killed process.
-          expect(done()).toEqual([...killed, `done-c-${process.pid}`, `done-join-${process.pid}`].sort())
-        }).pipe(Effect.provide(FileStore.layer({ directory: storeDir })))
-      } finally {
-        fs.rmSync(root, { recursive: true, force: true })
-      }
-    }), 60_000)
+      const spec = yield* makeSpec
+      const effects = yield* tempDir("fanout-crash-effects")
+      const executionId = `fanout-crash-${process.pid}`
+      // This process opens the store first (its tables exist before the child starts).
+      yield* Effect.gen(function*() {
+        const store = yield* storeService
+        const child = yield* fanoutChild(spec, effects, executionId)
+        // The child's tasks a and b are done when their updates are in the store (c is still running there).
+        yield* waitUntil(() =>
+          Effect.gen(function*() {
+            if (child.proc.exitCode !== null) return yield* Effect.fail(new Error(`the child exited early: ${child.stderr()}`))
+            if (!fs.existsSync(path.join(effects, "started-c"))) return undefined
+            const latest = yield* store.latest(executionId as Checkpoint.ExecutionId).pipe(Effect.orElseSucceed(() => Option.none()))
+            if (Option.isNone(latest) || latest.value.nodeName !== "start") return undefined
+            const writes = yield* store.listWrites(latest.value.id)
+            return writes.length === 2 ? writes : undefined
+          }), "two task writes")
+        child.proc.kill("SIGKILL")
+        yield* child.exited
+        expect(child.proc.signalCode).toBe("SIGKILL")
+        const done = () => fs.readdirSync(effects).filter((f) => f.startsWith("done-")).sort()
+        const killed = [`done-a-${child.proc.pid}`, `done-b-${child.proc.pid}`, `done-start-${child.proc.pid}`]
+        expect(done()).toEqual(killed)
+        // The dead run's lease is still on the execution: the resume takes it over.
+        const record = Option.getOrThrow(yield* store.getExecution(executionId as Checkpoint.ExecutionId))
+        expect(record.status).toBe("running")
+        expect(record.lease).toBeDefined()
+        const runnable = yield* Graph.compileCheckpointable(FanoutCrash.graph(effects), { maxCheckpoints: 0 })
+        const out = yield* runnable.resume(executionId, { takeOver: true })
+        expect(out.log).toEqual(["start", "a", "b", "c", "join"])
+        // Only c (and the join) ran here; a and b ran once, in the killed process.
+        expect(done()).toEqual([...killed, `done-c-${process.pid}`, `done-join-${process.pid}`].sort())
+        expect(Option.getOrThrow(yield* store.getExecution(executionId as Checkpoint.ExecutionId)).status).toBe("done")
+      }).pipe(Effect.provide(layerOfSpec(spec)))
+    }).pipe(Effect.scoped), 60_000)
 })

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
 import { existsSync } from "node:fs"
+import { dirname } from "node:path"
 
 /** Runs an example the way the README does (against the built package, like a user). */
 const run = (file: string, timeout = 60_000): string =>
@@ -47,10 +48,10 @@ describe("examples", () => {
     expect(after).toContain("#2 plan       next=[search,search,search,search,search]")
     expect(after).toContain("#3 search     next=[summarise]")
     expect(after).toContain("#4 summarise  next=[]")
-    // Its temp directory is gone.
-    const directory = /File store in (.+)\) ===/.exec(out)?.[1]
-    expect(directory).toBeDefined()
-    expect(existsSync(directory!)).toBe(false)
+    // Both processes used one SQLite file, in a temp directory that is gone.
+    const filename = /SQLite store in (.+\.db)\) ===/.exec(out)?.[1]
+    expect(filename).toBeDefined()
+    expect(existsSync(dirname(filename!))).toBe(false)
   }, 120_000)
 
   it("observability.ts prints the run's events, its span tree, a debug log and the metrics", () => {
