@@ -901,6 +901,73 @@ describe("PostgresStore", () => {
         return error
       })
 
+    it.live("updateExecution, renew and release are one statement when their checks pass; each failure reason still comes out, nothing written", () =>
+      withStore((table) =>
+        Effect.gen(function*() {
+          const s = yield* store
+          const e = yield* freshExecution()
+          yield* s.saveMany(yield* Effect.forEach([1, 2], (v) => mk(e, v)))
+          const statementsOf = <A, E>(effect: Effect.Effect<A, E>) => recordStatements(effect)
+
+          // Takes the lease, then renews it as its holder: one statement each, the record as stored.
+          const [taken, one] = yield* statementsOf(
+            s.updateExecution(e, { status: "running", lease: { owner: "alice", ttl: "1 minute" } }, { owner: "alice" })
+          )
+          expect(one).toHaveLength(1)
+          expect(one[0]).toMatch(/^WITH lk AS/)
+          expect(taken).toMatchObject({ status: "running", lease: { owner: "alice" }, latestVersion: 2 })
+          expect((yield* s.getExecution(e)).pipe(Option.getOrThrow)).toEqual(taken)
+          const [renewed, two] = yield* statementsOf(s.renew(e, { owner: "alice", ttl: "2 minutes" }))
+          expect(two).toHaveLength(1)
+          expect(renewed.lease!.expiresAt.getTime()).toBeGreaterThan(taken.lease!.expiresAt.getTime())
+          const [, three] = yield* statementsOf(
+            s.updateExecution(e, { wakeAt: new Date(5_000), failure: { tag: "Boom", message: "no" } }, {
+              owner: "alice",
+              expect: { latestVersion: 2 }
+            })
+          )
+          expect(three).toHaveLength(1)
+          const before = yield* recordRow(table, e)
+
+          // Each reason: the one statement writes nothing, the transaction after it says why.
+          const reasons = [
+            [s.updateExecution(e, { status: "done" }, { owner: "bob" }), { _tag: "LeaseLost", owner: "bob" }],
+            [s.renew(e, { owner: "bob", ttl: "1 minute" }), { _tag: "LeaseLost" }],
+            [
+              s.updateExecution(e, { status: "done" }, { owner: "alice", expect: { latestVersion: 1 } }),
+              { _tag: "CheckpointConflict", reason: "ExpectationFailed", actualLatestVersion: 2 }
+            ],
+            [s.updateExecution(yield* freshExecution("none"), { status: "done" }), { _tag: "ExecutionNotFound" }]
+          ] as const
+          for (const [effect, expected] of reasons) {
+            const [error, statements] = yield* statementsOf(Effect.flip(effect as Effect.Effect<unknown, unknown>))
+            expect(error).toMatchObject(expected)
+            expect(statements[0]).toMatch(/^WITH lk AS/)
+            expect(statements.length).toBeGreaterThan(1)
+          }
+          expect(yield* recordRow(table, e)).toEqual(before)
+
+          // A corrupt record is never written over: the update fails with CheckpointStoreError.
+          yield* query(
+            `UPDATE "${SCHEMA}"."${PostgresStore.tableNames(table).executions}" SET attempts = -1 WHERE execution_id = $1`,
+            [e]
+          )
+          const corrupt = yield* Effect.flip(s.release(e, { owner: "alice" }))
+          expect(corrupt).toMatchObject({ _tag: "CheckpointStoreError" })
+          expect(yield* recordRow(table, e)).toEqual([{ ...before[0], attempts: -1 }])
+
+          // Released by its holder: one statement, no lease left.
+          yield* query(
+            `UPDATE "${SCHEMA}"."${PostgresStore.tableNames(table).executions}" SET attempts = 1 WHERE execution_id = $1`,
+            [e]
+          )
+          const [released, four] = yield* statementsOf(s.release(e, { owner: "alice", status: "pending" }))
+          expect(four).toHaveLength(1)
+          expect(released).toMatchObject({ status: "pending", attempts: 1 })
+          expect(released.lease).toBeUndefined()
+        })
+      ))
+
     it.live("each conflict reason comes out of the one-statement path, and nothing is written: IdTaken, VersionTaken (in the middle of a batch), ExpectationFailed, LeaseLost", () =>
       withStore((table) =>
         Effect.gen(function*() {

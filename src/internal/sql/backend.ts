@@ -423,6 +423,14 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
   }
 
   const singleTexts = new Map<string, string>()
+  /** A stored record `decodeRecord` accepts (`x`: the row), as SQL conditions: never written over otherwise. */
+  const validRecord = [
+    `x.status IN (${statuses.map((s) => `'${s}'`).join(", ")})`,
+    "x.latest_version >= 1",
+    "x.attempts >= 0",
+    "(x.lease_owner IS NULL) = (x.lease_expires_at IS NULL)",
+    "(x.failure_tag IS NULL) = (x.failure_message IS NULL)"
+  ]
   const singleText = (
     shape: {
       readonly upsert: boolean
@@ -447,11 +455,7 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
       `${shape.lease ? `(lk.now + ${p("time")})::bigint` : "NULL::bigint"} AS lease_expires_at`
     // What the record must be for the save to go ahead (`x`: the stored record, at its latest version).
     const checks = [
-      `x.status IN (${statuses.map((s) => `'${s}'`).join(", ")})`,
-      "x.latest_version >= 1",
-      "x.attempts >= 0",
-      "(x.lease_owner IS NULL) = (x.lease_expires_at IS NULL)",
-      "(x.failure_tag IS NULL) = (x.failure_message IS NULL)",
+      ...validRecord,
       ...(shape.owner ? [`(x.lease_owner IS NULL OR x.lease_owner = ${p("text")} OR x.lease_expires_at <= ${now})`] : []),
       ...(shape.expect ? [`x.latest_version = ${shape.upsert ? "0" : p("int")}`] : []),
       ...(shape.expectId ? [`x.latest_checkpoint_id = ${p("text")}`] : [])
@@ -659,7 +663,90 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
       })
     })
 
+  /**
+   * PostgreSQL: `updateExecution` as ONE statement — the lock and the clock
+   * (`lk`), then an `UPDATE` of the record whose `WHERE` holds the checks
+   * (a record `decodeRecord` accepts, the lease, the expectation), evaluated
+   * on the row's latest version. No row back: a check did not pass (or there
+   * is no record); the transaction then says which.
+   */
+  const singleUpdate = (
+    executionId: string,
+    patch: Parameters<Backend["updateExecution"]>[1],
+    options: Parameters<Backend["updateExecution"]>[2],
+    single: NonNullable<Dialect["single"]>
+  ) => {
+    const shape = {
+      status: patch.status !== undefined,
+      touched: patch.status !== undefined || patch.wakeAt !== undefined || patch.failure !== undefined,
+      wake: patch.wakeAt !== undefined,
+      failure: patch.failure !== undefined,
+      lease: patch.lease !== undefined && patch.lease !== null,
+      leaseGiven: patch.lease !== undefined,
+      owner: options.owner === undefined ? "none" as const : options.holds ? "holds" as const : "free" as const,
+      expect: options.expect !== undefined,
+      expectId: options.expect?.latestCheckpointId !== undefined
+    }
+    const params: Array<unknown> = [t.checkpoints, executionId]
+    if (shape.status) params.push(patch.status)
+    if (shape.wake) params.push(patch.wakeAt ?? null)
+    if (shape.failure) params.push(patch.failure?.tag ?? null, patch.failure?.message ?? null)
+    if (shape.leaseGiven) params.push(patch.lease?.owner ?? null)
+    if (shape.lease) params.push(patch.lease!.ttlMs)
+    params.push(executionId)
+    if (shape.owner !== "none") params.push(options.owner)
+    if (shape.expect) params.push(options.expect!.latestVersion)
+    if (shape.expectId) params.push(options.expect!.latestCheckpointId)
+    const key = JSON.stringify(shape)
+    let text = updateTexts.get(key)
+    if (text === undefined) {
+      const sets = [
+        ...(shape.status ? [`status = ${p("text")}`] : []),
+        ...(shape.touched ? ["updated_at = lk.now::bigint"] : []),
+        ...(shape.wake ? [`wake_at = ${p("time")}`] : []),
+        ...(shape.failure ? [`failure_tag = ${p("text")}`, `failure_message = ${p("text")}`] : []),
+        ...(shape.leaseGiven
+          ? [`lease_owner = ${p("text")}`, `lease_expires_at = ${shape.lease ? `(lk.now + ${p("time")})::bigint` : "NULL"}`]
+          : [])
+      ]
+      const checks = [
+        `x.execution_id = ${p("text")}`,
+        ...validRecord,
+        ...(shape.owner === "holds" ? [`x.lease_owner = ${p("text")}`] : []),
+        ...(shape.owner === "free" ? [`(x.lease_owner IS NULL OR x.lease_owner = ${p("text")} OR x.lease_expires_at <= lk.now)`] : []),
+        ...(shape.expect ? [`x.latest_version = ${p("int")}`] : []),
+        ...(shape.expectId ? [`x.latest_checkpoint_id = ${p("text")}`] : [])
+      ]
+      // Nothing to set still takes the row's lock and checks it (an `UPDATE` that keeps a value).
+      const setText = sets.length === 0 ? "attempts = x.attempts" : sets.join(", ")
+      updateTexts.set(
+        key,
+        text = prep(
+          `WITH lk AS (${single.lock(false)}) UPDATE ${t.executions} AS x SET ${setText} FROM lk ` +
+            `WHERE ${checks.join(" AND ")} RETURNING ${REC_COLUMNS.split(", ").map((c) => `x.${c}`).join(", ")}`
+        )
+      )
+    }
+    return single.run((db) => db.all(text!, params))
+  }
+  const updateTexts = new Map<string, string>()
+
   const updateExecution: Backend["updateExecution"] = (executionId, patch, options) =>
+    d.single === undefined
+      ? updateInTransaction(executionId, patch, options)
+      : Effect.flatMap(
+        reading("updateExecution")(singleUpdate(executionId, patch, options, d.single)),
+        (done) => {
+          const row = Option.isSome(done) ? done.value[0] : undefined
+          if (row === undefined) return updateInTransaction(executionId, patch, options)
+          return Either.match(decodeRecordRow(row), {
+            onLeft: (e) => Effect.fail(storeFailure("updateExecution")(e)),
+            onRight: Effect.succeed
+          })
+        }
+      )
+
+  const updateInTransaction: Backend["updateExecution"] = (executionId, patch, options) =>
     d.write([executionId], options.now, (db, now) =>
       Effect.gen(function*() {
         const record = (yield* readRecords(db, [executionId])).get(executionId)
