@@ -33,6 +33,7 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import { Cause, Clock, Context, Duration, Effect, Either, Exit, Fiber, Option, Scope } from "effect"
 import { InvalidOption } from "../../CheckpointError.js"
+import { span } from "../telemetry.js"
 
 /** The default of `queryTimeout`. */
 export const DEFAULT_QUERY_TIMEOUT: Duration.Duration = Duration.seconds(10)
@@ -149,13 +150,12 @@ export const statement = (
   Effect.flatMap(Effect.serviceOption(Reserved), (reserved) => {
     const run = Option.isSome(reserved) ? reserved.value.run : undefined
     if (run === undefined) return fallback
-    // The span `@effect/sql` gives each statement, with the same name and attributes.
-    return Effect.useSpan("sql.execute", { kind: "client", captureStackTrace: false }, (span) => {
-      span.attribute("db.system.name", "postgresql")
-      span.attribute("db.operation.name", "execute")
-      span.attribute("db.query.text", text)
-      return run(text, params, prepare)
-    })
+    // The span `@effect/sql` gives each statement, with the same name and attributes (when a tracer reads it).
+    return span(run(text, params, prepare), "sql.execute", () => ({
+      "db.system.name": "postgresql",
+      "db.operation.name": "execute",
+      "db.query.text": text
+    }), "client")
   })
 
 const liveClock = Clock.make()
