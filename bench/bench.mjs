@@ -3,7 +3,8 @@
 //
 //   node --expose-gc bench/bench.mjs [--quick] [--rounds 5] [--warmup-rounds 1] [--n 300]
 //        [--loop-steps 1000] [--sections throughput,save,read,size,fanout,durable,conversation] [--out file.json] [--keep]
-//        [--durable-executions 10000] [--durable-recover 1000] [--conversation-turns 500]
+//        [--durable-executions 10000] [--durable-recover 1000] [--durable-stores memory,file,sqlite,postgres,redis]
+//        [--durable-recovery-stores memory,sqlite,postgres] [--conversation-turns 500]
 //
 // Method (the peer benchmark's, ../shared/peer-bench): every section runs once per round; one
 // unrecorded warm-up round, then R recorded rounds; invocations/operations of the things compared
@@ -40,6 +41,12 @@ for (const s of SECTIONS) if (!ALL_SECTIONS.includes(s)) throw new Error(`unknow
 const DURABLE_EXECUTIONS = Number(arg("durable-executions", QUICK ? 1000 : 10000));
 const DURABLE_RECOVER = Number(arg("durable-recover", QUICK ? 100 : 1000));
 const DURABLE_REPS = QUICK ? 5 : 20;
+const listArg = (name) => {
+  const v = arg(name, undefined);
+  return typeof v === "string" ? v.split(",").filter((x) => x.length > 0) : undefined;
+};
+const DURABLE_STORES = listArg("durable-stores");
+const DURABLE_RECOVERY_STORES = listArg("durable-recovery-stores");
 // conversation (bench/conversation.mjs): turns of the chat on one execution
 const CONVERSATION_TURNS = Number(arg("conversation-turns", QUICK ? 100 : 500));
 const KEEP_RESULTS_DIR = path.join(L.BENCH_DIR, "results");
@@ -899,7 +906,13 @@ async function main() {
       if (SECTIONS.includes("size")) r.size = await sectionSize(round, opened.lg, opened.ec);
       if (SECTIONS.includes("fanout")) r.fanout = await sectionFanout(round, opened.lg, opened.ec);
       if (SECTIONS.includes("durable")) {
-        r.durable = await sectionDurable(round, { executions: DURABLE_EXECUTIONS, recover: DURABLE_RECOVER, reps: DURABLE_REPS });
+        r.durable = await sectionDurable(round, {
+          executions: DURABLE_EXECUTIONS,
+          recover: DURABLE_RECOVER,
+          reps: DURABLE_REPS,
+          stores: DURABLE_STORES,
+          recoveryStores: DURABLE_RECOVERY_STORES
+        });
       }
       if (SECTIONS.includes("conversation")) r.conversation = await sectionConversation(round, { turns: CONVERSATION_TURNS, openOrSkip });
       return r;

@@ -117,13 +117,13 @@ async function recoverLangGraph(name, count) {
 }
 
 /** One round of the section. */
-export async function sectionDurable(round, { executions, recover, reps }) {
+export async function sectionDurable(round, { executions, recover, reps, stores, recoveryStores }) {
   const out = { records: {}, recovery: {} };
-  for (const name of L.rotate(DURABLE_BACKENDS, round)) {
+  for (const name of L.rotate(stores ?? DURABLE_BACKENDS, round)) {
     L.log(`durable: records on ${name} (${executions} executions)`);
     out.records[name] = await recordsOn(name, { executions, reps });
   }
-  for (const name of L.rotate(RECOVERY_BACKENDS, round)) {
+  for (const name of L.rotate(recoveryStores ?? RECOVERY_BACKENDS, round)) {
     L.log(`durable: recovery of ${recover} executions on ${name}`);
     out.recovery[`${name}:ours`] = await recoverOurs(name, recover);
     out.recovery[`${name}:lg`] = await recoverLangGraph(name, recover);
@@ -139,7 +139,8 @@ export function durableSummary(rounds, { collect, cell, verdict, executions, rec
   o.push(`Records: ${executions} executions in the store.\n`);
   o.push("| store | listExecutions page of 100 | page of 100 pending | claim(10) |");
   o.push("|---|---|---|---|");
-  for (const name of DURABLE_BACKENDS) {
+  const ran = (key, name) => rounds.some((r) => r.durable?.[key]?.[name] !== undefined || r.durable?.[key]?.[`${name}:ours`] !== undefined);
+  for (const name of DURABLE_BACKENDS.filter((n) => ran("records", n))) {
     const pick = (k) => collect(rounds, (r) => r.durable.records[name][k].median);
     const target = name === "postgres" ? (s) => `${cell(s, 3)}${verdict(s, (x) => x <= 5)}` : (s) => cell(s, 3);
     o.push(`| ${L.backendLabel(name)} | ${target(pick("list100_ms"))} | ${target(pick("list100_pending_ms"))} | ${target(pick("claim10_ms"))} |`);
@@ -147,7 +148,7 @@ export function durableSummary(rounds, { collect, cell, verdict, executions, rec
   o.push(`\nRecovery of ${recover} crashed 3-node executions (input saved, nothing run): one worker (concurrency 10) vs LangGraph.js re-invoking each thread (10 at a time).\n`);
   o.push("| backend | ours: worker ms | LangGraph ms | **LangGraph / ours** (target ≥ 5) |");
   o.push("|---|---|---|---|");
-  for (const name of RECOVERY_BACKENDS) {
+  for (const name of RECOVERY_BACKENDS.filter((n) => ran("recovery", n))) {
     const ratio = collect(rounds, (r) => r.durable.recovery[`${name}:lg_over_ours`]);
     o.push(`| ${L.backendLabel(name)} | ${cell(collect(rounds, (r) => r.durable.recovery[`${name}:ours`].ms), 1)} | ` +
       `${cell(collect(rounds, (r) => r.durable.recovery[`${name}:lg`].ms), 1)} | **${cell(ratio, 2)}**${verdict(ratio, (x) => x >= 5)} |`);
