@@ -327,18 +327,6 @@ export const layer = (
 }
 
 /**
- * {@link layer} with its connection string read from `Config`:
- * `POSTGRES_CONN_STRING` (as a `Redacted` value), table `checkpoints`. A
- * missing variable fails the layer with `CheckpointStoreError` (operation
- * `"config"`).
- *
- * To read other names or options, map your own `Config` into {@link layer}:
- * `Layer.unwrapEffect(Effect.map(Config.redacted("DATABASE_URL"), (url) => PostgresStore.layer({ url, tableName: "runs" })))`.
- *
- * @since 0.1.0
- * @category layers
- */
-/**
  * {@link layer} with its options read from a `Config`: a missing or malformed
  * value fails the layer with the `ConfigError` itself.
  *
