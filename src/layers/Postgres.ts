@@ -131,7 +131,6 @@ export interface Options extends ClientOptions {
   readonly maxConnections?: number | undefined
 }
 
-const DEFAULT_TABLE = "checkpoints"
 const DEFAULT_APPLICATION_NAME = "effect-checkpoint"
 const DEFAULT_CONNECT_TIMEOUT: Duration.DurationInput = "5 seconds"
 
@@ -163,19 +162,11 @@ export const schemaVersion: number = Schema.schemaVersion
  * @since 0.2.0
  * @category schema
  */
-export const tableNames = (tableName: string = DEFAULT_TABLE): {
-  readonly checkpoints: string
-  readonly executions: string
-  readonly writes: string
-  readonly blobs: string
-} => {
-  const t = Schema.tablesFor(tableName)
-  return { checkpoints: tableName, executions: t.raw.executions, writes: t.raw.writes, blobs: t.raw.blobs }
-}
+export const tableNames: (tableName?: string) => Schema.TableNames = Schema.tableNames
 
 /** Checks the table and schema names; the error for the first bad one. */
 const checkNames = (options: ClientOptions): InvalidIdentifier | undefined => {
-  const tableName = options.tableName ?? DEFAULT_TABLE
+  const tableName = options.tableName ?? Schema.defaultTable
   const tableError = checkSqlName("tableName", tableName)
   if (tableError !== undefined) return tableError
   if (tableName === migrationsTable) return invalid("tableName", tableName, "is the name of the schema-version table")
@@ -225,7 +216,7 @@ const makeWith = (
       )
     }
     const sql = client.withoutTransforms()
-    const tables = Schema.tablesFor(options.tableName ?? DEFAULT_TABLE, options.schema)
+    const tables = Schema.tablesFor(options.tableName ?? Schema.defaultTable, options.schema)
     const connection = { sql, ownClient, queryTimeout, acquireTimeout: acquireTimeout ?? queryTimeout }
     const dialect = pgDialect({ ...connection, tables, secrets, asyncCommit: options.synchronousCommit === "off" })
     // One bounded operation, as every other.

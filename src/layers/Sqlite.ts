@@ -93,7 +93,6 @@ export interface Options extends ClientOptions {
   readonly busyTimeout?: Duration.DurationInput | undefined
 }
 
-const DEFAULT_TABLE = "checkpoints"
 const DEFAULT_BUSY_TIMEOUT: Duration.DurationInput = "5 seconds"
 
 /**
@@ -121,15 +120,7 @@ export const schemaVersion: number = Schema.schemaVersion
  * @since 0.2.0
  * @category schema
  */
-export const tableNames = (tableName: string = DEFAULT_TABLE): {
-  readonly checkpoints: string
-  readonly executions: string
-  readonly writes: string
-  readonly blobs: string
-} => {
-  const t = Schema.tablesFor(tableName)
-  return { checkpoints: tableName, executions: t.raw.executions, writes: t.raw.writes, blobs: t.raw.blobs }
-}
+export const tableNames: (tableName?: string) => Schema.TableNames = Schema.tableNames
 
 /** The store on `runner`, after its schema is in place. */
 const makeStore = (
@@ -164,7 +155,7 @@ export const make = (
   options: ClientOptions = {}
 ): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const table = yield* checkTable(options.tableName ?? DEFAULT_TABLE)
+    const table = yield* checkTable(options.tableName ?? Schema.defaultTable)
     const sql = yield* SqlClient.SqlClient
     const isSqlite = sql.onDialectOrElse({ sqlite: () => true, orElse: () => false })
     if (!isSqlite) {
@@ -280,7 +271,7 @@ export const layer = (
 ): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =>
   Layer.scoped(
     CheckpointStore.CheckpointStore,
-    Effect.flatMap(checkTable(options.tableName ?? DEFAULT_TABLE), (table) => openOwn(options, table))
+    Effect.flatMap(checkTable(options.tableName ?? Schema.defaultTable), (table) => openOwn(options, table))
   )
 
 /**

@@ -58,6 +58,27 @@ export const tablesFor = (name: string, schema?: string): Tables => {
   }
 }
 
+/** The checkpoint table of a store given no `tableName`. */
+export const defaultTable = "checkpoints"
+
+/** The unquoted names of a store's tables: what the SQL layers' `tableNames` returns. */
+export interface TableNames {
+  /** The checkpoint table (the store's `tableName`). */
+  readonly checkpoints: string
+  /** One record per execution. */
+  readonly executions: string
+  /** Task writes. */
+  readonly writes: string
+  /** Large values, stored once per execution. */
+  readonly blobs: string
+}
+
+/** The unquoted names of the tables of the store whose checkpoint table is `tableName`. */
+export const tableNames = (tableName: string = defaultTable): TableNames => {
+  const { raw } = tablesFor(tableName)
+  return { checkpoints: tableName, executions: raw.executions, writes: raw.writes, blobs: raw.blobs }
+}
+
 /** The columns of a 0.1.0 checkpoint table (what a table must have to be adopted). */
 export const v1Columns = ["id", "execution_id", "node_name", "state", "metadata", "timestamp", "version", "next", "parent_id"] as const
 
