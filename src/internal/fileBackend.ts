@@ -16,7 +16,7 @@ import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Either, Option, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import type * as Checkpoint from "../Checkpoint.js"
-import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
+import type { Backend, Encoded, EncodedWrite, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
 import {
   BlobsMissing,
   conflict,
@@ -35,7 +35,16 @@ import {
   type CheckpointStoreError,
   ExecutionNotFound
 } from "../CheckpointError.js"
-import { patchRecord, recordAfterInsert, type StoredRecord } from "./storedRecord.js"
+import {
+  claimedRecord,
+  matches,
+  newestFirst,
+  oldestFirst,
+  patchRecord,
+  recordAfterInsert,
+  type StoredRecord,
+  toRecord
+} from "./storedRecord.js"
 import type { ExecutionRecord, TaskWrite } from "../CheckpointStore.js"
 import type { Locker, LockTimeout } from "./fileLock.js"
 import { isPlainObject } from "./json.js"
@@ -105,19 +114,6 @@ const refsIn = (document: string): ReadonlyArray<string> | undefined => {
 }
 
 
-const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord => ({
-  executionId: executionId as Checkpoint.ExecutionId,
-  latestVersion: r.latestVersion,
-  latestCheckpointId: r.latestCheckpointId as Checkpoint.CheckpointId,
-  updatedAt: new Date(r.updatedAt),
-  pending: r.status !== "done",
-  status: r.status,
-  ...(r.wakeAt === undefined ? {} : { wakeAt: new Date(r.wakeAt) }),
-  ...(r.failure === undefined ? {} : { failure: { tag: r.failure.tag, message: r.failure.message } }),
-  attempts: r.attempts,
-  ...(r.lease === undefined ? {} : { lease: { owner: r.lease.owner, expiresAt: new Date(r.lease.expiresAt) } })
-})
-
 /** ISO text when the time is a date, else the number (a lease past year 275760 still round-trips). */
 const time = (ms: number): string | number => Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : ms
 
@@ -180,21 +176,6 @@ const parseRecord = (executionId: string, text: string): Either.Either<StoredRec
   )
 }
 
-
-/** `(updatedAt, executionId)` descending. */
-const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
-  b[1].updatedAt - a[1].updatedAt || (a[0] < b[0] ? 1 : a[0] > b[0] ? -1 : 0)
-
-/** `(updatedAt, executionId)` ascending: the order `claim` takes due executions in. */
-const oldestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
-  a[1].updatedAt - b[1].updatedAt || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
-
-const matches = (query: ExecutionQuery) => ([executionId, r]: readonly [string, StoredRecord]): boolean =>
-  (query.statuses === undefined || query.statuses.includes(r.status)) &&
-  (query.updatedBefore === undefined || r.updatedAt < query.updatedBefore) &&
-  (query.updatedAfter === undefined || r.updatedAt > query.updatedAfter) &&
-  (query.after === undefined || r.updatedAt < query.after.updatedAt ||
-    (r.updatedAt === query.after.updatedAt && executionId < query.after.executionId))
 
 export interface FileBackendOptions {
   readonly fs: FileSystem.FileSystem
@@ -771,14 +752,7 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
           executionId,
           Effect.flatMap(readRecord(executionId), (stored) => {
             if (Option.isNone(stored) || !isDue(stored.value, now)) return Effect.succeedNone
-            const r = stored.value
-            const next: StoredRecord = {
-              ...r,
-              status: "running",
-              attempts: r.attempts + 1,
-              updatedAt: now,
-              lease: { owner, expiresAt: now + ttlMs }
-            }
+            const next = claimedRecord(stored.value, owner, now, ttlMs)
             return Effect.as(writeRecord(executionId, next), Option.some(toRecord(executionId, next)))
           })
         )
