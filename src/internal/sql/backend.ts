@@ -24,7 +24,7 @@ import {
   type CheckpointStoreError,
   ExecutionNotFound
 } from "../../CheckpointError.js"
-import { patchRecord, recordAfterInsert, type StoredRecord } from "../storedRecord.js"
+import { patchRecord, recordAfterInsert, type StoredRecord, toRecord } from "../storedRecord.js"
 import type { ExecutionRecord, TaskWrite } from "../../CheckpointStore.js"
 import type { Db, Dialect, Row } from "./dialect.js"
 import { statuses } from "../records.js"
@@ -46,19 +46,6 @@ const toStored = (r: ExecutionRecord): StoredRecord => ({
   failure: r.failure,
   attempts: r.attempts,
   lease: r.lease === undefined ? undefined : { owner: r.lease.owner, expiresAt: r.lease.expiresAt.getTime() }
-})
-
-const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord => ({
-  executionId: executionId as Checkpoint.ExecutionId,
-  latestVersion: r.latestVersion,
-  latestCheckpointId: r.latestCheckpointId as Checkpoint.CheckpointId,
-  updatedAt: new Date(r.updatedAt),
-  pending: r.status !== "done",
-  status: r.status,
-  ...(r.wakeAt === undefined ? {} : { wakeAt: new Date(r.wakeAt) }),
-  ...(r.failure === undefined ? {} : { failure: { tag: r.failure.tag, message: r.failure.message } }),
-  attempts: r.attempts,
-  ...(r.lease === undefined ? {} : { lease: { owner: r.lease.owner, expiresAt: new Date(r.lease.expiresAt) } })
 })
 
 const recordParams = (executionId: string, r: StoredRecord): ReadonlyArray<unknown> => [
