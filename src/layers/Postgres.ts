@@ -10,8 +10,9 @@
  * execution). Their schema version is recorded in
  * `effect_checkpoint_migrations`; tables written by 0.1.0 are migrated when
  * the layer is built (their executions get records from their newest
- * checkpoints: `pending` when it has nodes to run, else `done`), under an
- * advisory lock, so any number of processes may build the layer at once.
+ * checkpoints: `interrupted` when it has nodes to run, so no worker picks it
+ * up by surprise — `resume` it — else `done`), under an advisory lock, so any
+ * number of processes may build the layer at once.
  *
  * Every change is one transaction holding a transaction-scoped advisory lock
  * per execution; `claim` takes due executions with `FOR UPDATE SKIP LOCKED`.

@@ -11,7 +11,8 @@
  * `t_blobs` (large values, stored once per execution). Their schema version
  * is recorded per store in `effect_checkpoint_migrations`; a table written by
  * 0.1.0 is migrated when the layer is built (its executions get records from
- * their newest checkpoints: `pending` when it has nodes to run, else `done`).
+ * their newest checkpoints: `interrupted` when it has nodes to run, so no
+ * worker picks it up by surprise — `resume` it — else `done`).
  *
  * Every change is one `BEGIN IMMEDIATE` transaction, so saves, conditional
  * saves, leases and claims are atomic between the processes sharing the file.

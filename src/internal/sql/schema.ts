@@ -145,10 +145,12 @@ export const migrations: ReadonlyArray<Migration> = [
   value TEXT NOT NULL,
   PRIMARY KEY (execution_id, hash)
 )`,
-      // A record for every execution already there, from its newest checkpoint.
+      // A record for every execution already there, from its newest checkpoint: `interrupted` when it has
+      // nodes to run (0.1.0 stopped it mid-run, by an interruptBefore/After pause or a crash: no worker
+      // takes it by surprise, `resume` goes on), `done` when it has none. As the File and Redis stores.
       `INSERT INTO ${t.executions} (execution_id, latest_version, latest_checkpoint_id, updated_at, status, attempts) ` +
       `SELECT c.execution_id, c.version, c.id, COALESCE(${d.timestampMs("c.\"timestamp\"")}, 0), ` +
-      `CASE WHEN ${d.nextNonEmpty("c.next")} THEN 'pending' ELSE 'done' END, 0 ` +
+      `CASE WHEN ${d.nextNonEmpty("c.next")} THEN 'interrupted' ELSE 'done' END, 0 ` +
       `FROM ${t.checkpoints} c WHERE c.version = (SELECT MAX(m.version) FROM ${t.checkpoints} m WHERE m.execution_id = c.execution_id) ` +
       `ON CONFLICT (execution_id) DO NOTHING`
     ]
