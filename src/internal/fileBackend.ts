@@ -43,7 +43,8 @@ import {
   patchRecord,
   recordAfterInsert,
   type StoredRecord,
-  toRecord
+  toRecord,
+  toStored
 } from "./storedRecord.js"
 import type { ExecutionRecord, TaskWrite } from "../CheckpointStore.js"
 import type { Locker, LockTimeout } from "./fileLock.js"
@@ -163,16 +164,7 @@ const parseRecord = (executionId: string, text: string): Either.Either<StoredRec
       leaseOwner: lease?.owner,
       leaseExpiresAt: lease?.expiresAt
     }),
-    (r): StoredRecord => ({
-      latestVersion: r.latestVersion,
-      latestCheckpointId: r.latestCheckpointId,
-      updatedAt: r.updatedAt.getTime(),
-      status: r.status,
-      wakeAt: r.wakeAt?.getTime(),
-      failure: r.failure,
-      attempts: r.attempts,
-      lease: r.lease === undefined ? undefined : { owner: r.lease.owner, expiresAt: r.lease.expiresAt.getTime() }
-    })
+    toStored
   )
 }
 

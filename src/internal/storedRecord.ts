@@ -38,6 +38,18 @@ export const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord 
   ...(r.lease === undefined ? {} : { lease: { owner: r.lease.owner, expiresAt: new Date(r.lease.expiresAt) } })
 })
 
+/** A record as `CheckpointStore` returns it (or `decodeRecord` reads it), as stored. */
+export const toStored = (r: ExecutionRecord): StoredRecord => ({
+  latestVersion: r.latestVersion,
+  latestCheckpointId: r.latestCheckpointId,
+  updatedAt: r.updatedAt.getTime(),
+  status: r.status,
+  wakeAt: r.wakeAt?.getTime(),
+  failure: r.failure,
+  attempts: r.attempts,
+  lease: r.lease === undefined ? undefined : { owner: r.lease.owner, expiresAt: r.lease.expiresAt.getTime() }
+})
+
 /**
  * Applies the `wakeAt`, `failure` and `lease` fields of a patch. Records are
  * never changed in place (a patch without those fields returns `r` itself):
