@@ -1084,7 +1084,7 @@ describe("SqliteStore", () => {
         yield* Effect.provide(store, SqliteStore.layer({ filename, tableName: table }))
         const writers = yield* Effect.forEach(
           [["a", "layer"], ["b", "layer"], ["c", "client"]] as const,
-          ([label, mode], slot) => startFixture("sqlite-chainer.ts", [filename, table, label, String(slot), chain, "1500", mode])
+          ([label, mode], slot) => startFixture("chainer.ts", [label, String(slot), chain, "1500", "sqlite", filename, table, mode])
         )
         yield* until(() => writers.every((w) => w.output().stdout.includes("ready\n")), "the writers to load", 30_000)
         for (const w of writers) w.child.stdin!.end("go\n")
@@ -1224,7 +1224,7 @@ describe("SqliteStore", () => {
         const executions = yield* Effect.forEach(Array.from({ length: 60 }), () => freshExecution("due"))
         yield* Effect.forEach(executions, (e) => Effect.flatMap(mk(e, 1), (cp) => s.save(cp)), { discard: true })
         const owners = ["w1", "w2", "w3"]
-        const claimers = yield* Effect.forEach(owners, (owner) => startFixture("sql-claimer.ts", ["sqlite", filename, owner, "2"]))
+        const claimers = yield* Effect.forEach(owners, (owner) => startFixture("claimer.ts", [`sqlite:${filename}`, owner, "2"]))
         yield* until(() => claimers.every((c) => c.output().stdout.includes("ready\n")), "the claimers to load", 60_000)
         for (const c of claimers) c.child.stdin!.end("go\n")
         const codes = yield* Effect.forEach(claimers, (c) => exited(c.child), { concurrency: "unbounded" })
