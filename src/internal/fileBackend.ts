@@ -37,6 +37,7 @@ import {
 } from "../CheckpointError.js"
 import {
   claimedRecord,
+  firstRecord,
   matches,
   newestFirst,
   oldestFirst,
@@ -457,16 +458,7 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
    * it up by surprise; `resume` it — and `done` when it has none.
    */
   const backfilled = (executionId: string) =>
-    Effect.map(newestLive(executionId), Option.map((cp): StoredRecord => ({
-      latestVersion: cp.version,
-      latestCheckpointId: cp.id,
-      updatedAt: cp.timestamp.getTime(),
-      status: cp.next.length > 0 ? "interrupted" : "done",
-      wakeAt: undefined,
-      failure: undefined,
-      attempts: 0,
-      lease: undefined
-    })))
+    Effect.map(newestLive(executionId), Option.map((cp) => firstRecord(cp, cp.next.length > 0 ? "interrupted" : "done")))
 
   /** The record of an execution, under its lock: the stored one, or one backfilled (and stored) from its slots. */
   const lockedRecord = (executionId: string) =>

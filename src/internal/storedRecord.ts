@@ -79,6 +79,18 @@ export const patchRecord = (r: StoredRecord, patch: RecordPatch, now: number): S
     now
   )
 
+/** The first record of an execution whose newest checkpoint is `cp`. */
+export const firstRecord = (cp: Checkpoint.Checkpoint, status: ExecutionStatus): StoredRecord => ({
+  latestVersion: cp.version,
+  latestCheckpointId: cp.id,
+  updatedAt: cp.timestamp.getTime(),
+  status,
+  wakeAt: undefined,
+  failure: undefined,
+  attempts: 0,
+  lease: undefined
+})
+
 /** The record after a save whose newest checkpoint of the execution is `cp` (the rules of `InsertOptions`). */
 export const recordAfterInsert = (
   record: StoredRecord | undefined,
@@ -88,16 +100,7 @@ export const recordAfterInsert = (
 ): StoredRecord => {
   const status = patch.status
   const next: StoredRecord = record === undefined
-    ? {
-      latestVersion: cp.version,
-      latestCheckpointId: cp.id,
-      updatedAt: cp.timestamp.getTime(),
-      status: status ?? derivedStatus(cp),
-      wakeAt: undefined,
-      failure: undefined,
-      attempts: 0,
-      lease: undefined
-    }
+    ? firstRecord(cp, status ?? derivedStatus(cp))
     : record.latestVersion < cp.version
     ? {
       latestVersion: cp.version,
