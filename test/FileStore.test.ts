@@ -960,7 +960,7 @@ describe("FileStore: locks between processes", () => {
           Effect.provide(FileStore.layer({ directory: dir }))
         )
       const owners = ["worker-a", "worker-b", "worker-c"]
-      const claimers = yield* Effect.forEach(owners, (owner) => startFixture("file-claimer.ts", [dir, owner, "2"]))
+      const claimers = yield* Effect.forEach(owners, (owner) => startFixture("claimer.ts", [`file:${dir}`, owner, "2"]))
       yield* until(() => claimers.every((c) => c.output().stdout.includes("ready\n")), "the claimers to load")
       for (const c of claimers) c.child.stdin!.end("go\n")
       const codes = yield* Effect.forEach(claimers, (c) => exited(c.child), { concurrency: "unbounded" })
@@ -1019,7 +1019,7 @@ describe("FileStore: locks between processes", () => {
       yield* Effect.provide(store, FileStore.layer({ directory: dir }))
       const writers = yield* Effect.forEach(
         ["a", "b", "c"],
-        (label, slot) => startFixture("file-chainer.ts", [dir, label, String(slot), chain, "3000"])
+        (label, slot) => startFixture("chainer.ts", [label, String(slot), chain, "3000", "file", dir])
       )
       yield* until(() => writers.every((w) => w.output().stdout.includes("ready\n")), "the writers to load")
       for (const w of writers) w.child.stdin!.end("go\n")

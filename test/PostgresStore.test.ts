@@ -394,7 +394,7 @@ describe("PostgresStore", () => {
       `ALTER TABLE ${t} ADD UNIQUE (execution_id, version)`
     ]
 
-    it.live("an older table is refused with what it lacks; after the README's upgrade it is adopted and its rows load", () =>
+    it.live("an older table is refused with what it lacks; after the README's upgrade it is adopted, its rows load and its executions get records (unfinished: interrupted)", () =>
       Effect.scoped(Effect.gen(function*() {
         const tableName = yield* scopedTable("old")
         const qualified = `"${SCHEMA}"."${tableName}"`
@@ -422,8 +422,19 @@ describe("PostgresStore", () => {
         ])).toHaveLength(7)
 
         for (const statement of readmeUpgrade(qualified)) yield* query(statement)
+        // A run 0.1.0 stopped mid-way (its newest checkpoint has nodes to run).
+        const stopped = yield* freshExecution("stopped")
+        yield* query(
+          `INSERT INTO ${qualified} (id, execution_id, node_name, state, metadata, timestamp, version, next) ` +
+            `VALUES ($1, $2, 'step1', '{"step": 1}'::jsonb, '{}'::jsonb, '2025-01-02T03:04:05.678Z', 1, '["step2"]'::jsonb)`,
+          [yield* Checkpoint.generateCheckpointId, stopped]
+        )
         yield* Effect.gen(function*() {
           const s = yield* store
+          // Adopted from 0.1.0: each execution has a record from its newest checkpoint; no worker takes the stopped one.
+          expect(Option.map(yield* s.getExecution(e), (r) => r.status)).toEqual(Option.some("done"))
+          expect(Option.map(yield* s.getExecution(stopped), (r) => r.status)).toEqual(Option.some("interrupted"))
+          expect(yield* s.claim({ owner: "worker", ttl: "1 minute", limit: 10 })).toEqual([])
           const old = yield* s.load(oldId as Checkpoint.CheckpointId)
           expect(view(old)).toEqual({
             id: oldId,
@@ -445,9 +456,10 @@ describe("PostgresStore", () => {
           [tableName]
         )
         expect(recorded).toEqual([{ version: PostgresStore.schemaVersion }])
-        // Adopted from 0.1.0: its execution has a record from its newest checkpoint.
+        // The record follows the new save.
         expect((yield* query<{ status: string }>(
-          `SELECT status FROM "${SCHEMA}"."${PostgresStore.tableNames(tableName).executions}"`
+          `SELECT status FROM "${SCHEMA}"."${PostgresStore.tableNames(tableName).executions}" WHERE execution_id = $1`,
+          [e]
         ))).toEqual([{ status: "pending" }])
       })))
 

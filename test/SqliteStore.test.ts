@@ -1084,7 +1084,7 @@ describe("SqliteStore", () => {
         yield* Effect.provide(store, SqliteStore.layer({ filename, tableName: table }))
         const writers = yield* Effect.forEach(
           [["a", "layer"], ["b", "layer"], ["c", "client"]] as const,
-          ([label, mode], slot) => startFixture("sqlite-chainer.ts", [filename, table, label, String(slot), chain, "1500", mode])
+          ([label, mode], slot) => startFixture("chainer.ts", [label, String(slot), chain, "1500", "sqlite", filename, table, mode])
         )
         yield* until(() => writers.every((w) => w.output().stdout.includes("ready\n")), "the writers to load", 30_000)
         for (const w of writers) w.child.stdin!.end("go\n")
@@ -1159,7 +1159,7 @@ describe("SqliteStore", () => {
       Graph.addEdge("c", Graph.END)
     )
 
-    it.live("tables of 0.1.0 get the new tables and a record per execution from its newest checkpoint; the run resumes", () =>
+    it.live("tables of 0.1.0 get the new tables and a record per execution from its newest checkpoint (unfinished: interrupted); the run resumes", () =>
       Effect.scoped(Effect.gen(function*() {
         const filename = yield* tempFile
         const t1 = "2026-01-01T00:00:01.000Z"
@@ -1179,7 +1179,7 @@ describe("SqliteStore", () => {
           latestCheckpointId: "a2",
           updatedAt: new Date(t2),
           pending: true,
-          status: "pending",
+          status: "interrupted",
           attempts: 0
         })
         expect(Option.getOrThrow(yield* s.getExecution("run-b" as Checkpoint.ExecutionId))).toMatchObject({ status: "done", latestVersion: 1 })
@@ -1190,7 +1190,8 @@ describe("SqliteStore", () => {
             sql.unsafe<{ version: number }>(`SELECT version FROM ${SqliteStore.migrationsTable} WHERE table_name = 'checkpoints'`),
             (rows) => expect(rows).toEqual([{ version: SqliteStore.schemaVersion }])
           ))
-        // The pending run resumes from its newest checkpoint: only "c" runs.
+        // A worker does not take a 0.1.0 run by surprise; resume goes on from its newest checkpoint: only "c" runs.
+        expect(yield* s.claim({ owner: "worker", ttl: "1 minute", limit: 10 })).toEqual([])
         const runnable = yield* Graph.compileCheckpointable(graph).pipe(Effect.provideService(store, s))
         const result = yield* runnable.resume("run-a" as Checkpoint.ExecutionId).pipe(Effect.provideService(store, s))
         expect(result).toEqual({ n: 3 })
@@ -1207,7 +1208,7 @@ describe("SqliteStore", () => {
         yield* v010(filename, [["x1", "run-x", "a", "{\"n\":1}", "{}", "2026-01-01T00:00:01.000Z", 1, "[\"b\"]", null]])
         yield* withSql(filename, (sql) => sql.unsafe(`DELETE FROM ${SqliteStore.migrationsTable}`))
         const s = Context.get(yield* Layer.build(SqliteStore.layer({ filename })), store)
-        expect(Option.getOrThrow(yield* s.getExecution("run-x" as Checkpoint.ExecutionId))).toMatchObject({ status: "pending" })
+        expect(Option.getOrThrow(yield* s.getExecution("run-x" as Checkpoint.ExecutionId))).toMatchObject({ status: "interrupted" })
         yield* withSql(filename, (sql) => sql.unsafe(`UPDATE ${SqliteStore.migrationsTable} SET version = 99`))
         const refused = yield* Effect.flip(Layer.build(SqliteStore.layer({ filename })))
         expect(refused).toMatchObject({ _tag: "CheckpointStoreError", operation: "open" })
@@ -1223,7 +1224,7 @@ describe("SqliteStore", () => {
         const executions = yield* Effect.forEach(Array.from({ length: 60 }), () => freshExecution("due"))
         yield* Effect.forEach(executions, (e) => Effect.flatMap(mk(e, 1), (cp) => s.save(cp)), { discard: true })
         const owners = ["w1", "w2", "w3"]
-        const claimers = yield* Effect.forEach(owners, (owner) => startFixture("sql-claimer.ts", ["sqlite", filename, owner, "2"]))
+        const claimers = yield* Effect.forEach(owners, (owner) => startFixture("claimer.ts", [`sqlite:${filename}`, owner, "2"]))
         yield* until(() => claimers.every((c) => c.output().stdout.includes("ready\n")), "the claimers to load", 60_000)
         for (const c of claimers) c.child.stdin!.end("go\n")
         const codes = yield* Effect.forEach(claimers, (c) => exited(c.child), { concurrency: "unbounded" })

@@ -331,7 +331,7 @@ describe.each(sharedStores)("workers in several processes on %s", (_, makeSpec) 
       yield* Effect.gen(function*() {
         // The store's tables exist before the claimers open it.
         const runnable = yield* Graph.compileCheckpointable(chainGraph(1, () => Effect.void))
-        const claimers = yield* Effect.forEach(["left", "right"], (owner) => child("claim-rounds.ts", [spec, owner, "3"]), {
+        const claimers = yield* Effect.forEach(["left", "right"], (owner) => child("claimer.ts", [spec, owner, "3"]), {
           concurrency: "unbounded"
         })
         for (const c of claimers) expect(yield* c.nextLine).toBe("ready")

@@ -16,7 +16,7 @@ import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Either, Option, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import type * as Checkpoint from "../Checkpoint.js"
-import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
+import type { Backend, Encoded, EncodedWrite, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
 import {
   BlobsMissing,
   conflict,
@@ -35,7 +35,18 @@ import {
   type CheckpointStoreError,
   ExecutionNotFound
 } from "../CheckpointError.js"
-import { patchRecord, recordAfterInsert, type StoredRecord } from "./storedRecord.js"
+import {
+  claimedRecord,
+  firstRecord,
+  matches,
+  newestFirst,
+  oldestFirst,
+  patchRecord,
+  recordAfterInsert,
+  type StoredRecord,
+  toRecord,
+  toStored
+} from "./storedRecord.js"
 import type { ExecutionRecord, TaskWrite } from "../CheckpointStore.js"
 import type { Locker, LockTimeout } from "./fileLock.js"
 import { isPlainObject } from "./json.js"
@@ -105,19 +116,6 @@ const refsIn = (document: string): ReadonlyArray<string> | undefined => {
 }
 
 
-const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord => ({
-  executionId: executionId as Checkpoint.ExecutionId,
-  latestVersion: r.latestVersion,
-  latestCheckpointId: r.latestCheckpointId as Checkpoint.CheckpointId,
-  updatedAt: new Date(r.updatedAt),
-  pending: r.status !== "done",
-  status: r.status,
-  ...(r.wakeAt === undefined ? {} : { wakeAt: new Date(r.wakeAt) }),
-  ...(r.failure === undefined ? {} : { failure: { tag: r.failure.tag, message: r.failure.message } }),
-  attempts: r.attempts,
-  ...(r.lease === undefined ? {} : { lease: { owner: r.lease.owner, expiresAt: new Date(r.lease.expiresAt) } })
-})
-
 /** ISO text when the time is a date, else the number (a lease past year 275760 still round-trips). */
 const time = (ms: number): string | number => Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : ms
 
@@ -167,34 +165,10 @@ const parseRecord = (executionId: string, text: string): Either.Either<StoredRec
       leaseOwner: lease?.owner,
       leaseExpiresAt: lease?.expiresAt
     }),
-    (r): StoredRecord => ({
-      latestVersion: r.latestVersion,
-      latestCheckpointId: r.latestCheckpointId,
-      updatedAt: r.updatedAt.getTime(),
-      status: r.status,
-      wakeAt: r.wakeAt?.getTime(),
-      failure: r.failure,
-      attempts: r.attempts,
-      lease: r.lease === undefined ? undefined : { owner: r.lease.owner, expiresAt: r.lease.expiresAt.getTime() }
-    })
+    toStored
   )
 }
 
-
-/** `(updatedAt, executionId)` descending. */
-const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
-  b[1].updatedAt - a[1].updatedAt || (a[0] < b[0] ? 1 : a[0] > b[0] ? -1 : 0)
-
-/** `(updatedAt, executionId)` ascending: the order `claim` takes due executions in. */
-const oldestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
-  a[1].updatedAt - b[1].updatedAt || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
-
-const matches = (query: ExecutionQuery) => ([executionId, r]: readonly [string, StoredRecord]): boolean =>
-  (query.statuses === undefined || query.statuses.includes(r.status)) &&
-  (query.updatedBefore === undefined || r.updatedAt < query.updatedBefore) &&
-  (query.updatedAfter === undefined || r.updatedAt > query.updatedAfter) &&
-  (query.after === undefined || r.updatedAt < query.after.updatedAt ||
-    (r.updatedAt === query.after.updatedAt && executionId < query.after.executionId))
 
 export interface FileBackendOptions {
   readonly fs: FileSystem.FileSystem
@@ -484,16 +458,7 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
    * it up by surprise; `resume` it — and `done` when it has none.
    */
   const backfilled = (executionId: string) =>
-    Effect.map(newestLive(executionId), Option.map((cp): StoredRecord => ({
-      latestVersion: cp.version,
-      latestCheckpointId: cp.id,
-      updatedAt: cp.timestamp.getTime(),
-      status: cp.next.length > 0 ? "interrupted" : "done",
-      wakeAt: undefined,
-      failure: undefined,
-      attempts: 0,
-      lease: undefined
-    })))
+    Effect.map(newestLive(executionId), Option.map((cp) => firstRecord(cp, cp.next.length > 0 ? "interrupted" : "done")))
 
   /** The record of an execution, under its lock: the stored one, or one backfilled (and stored) from its slots. */
   const lockedRecord = (executionId: string) =>
@@ -771,14 +736,7 @@ export const fileBackend = ({ fs, layout, locker, path }: FileBackendOptions): B
           executionId,
           Effect.flatMap(readRecord(executionId), (stored) => {
             if (Option.isNone(stored) || !isDue(stored.value, now)) return Effect.succeedNone
-            const r = stored.value
-            const next: StoredRecord = {
-              ...r,
-              status: "running",
-              attempts: r.attempts + 1,
-              updatedAt: now,
-              lease: { owner, expiresAt: now + ttlMs }
-            }
+            const next = claimedRecord(stored.value, owner, now, ttlMs)
             return Effect.as(writeRecord(executionId, next), Option.some(toRecord(executionId, next)))
           })
         )

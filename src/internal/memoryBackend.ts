@@ -7,41 +7,29 @@
  *
  * @internal
  */
-import { Effect, Either, Option } from "effect"
+import { Effect, Option } from "effect"
 import type { CheckpointConflict, LeaseLost } from "../CheckpointError.js"
 import type * as Checkpoint from "../Checkpoint.js"
 import { CheckpointNotFound, ExecutionNotFound } from "../CheckpointError.js"
-import type { Backend, Encoded, EncodedWrite, ExecutionQuery, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
+import type { Backend, Encoded, EncodedWrite, InsertOptions, RecordPatch } from "../CheckpointBackend.js"
+import { BlobsMissing, conflict, decodeDocument, expectationMet, isDue, leaseProblem, sweepable } from "../CheckpointBackend.js"
+import type { ExecutionRecord, TaskWrite } from "../CheckpointStore.js"
 import {
-  BlobsMissing,
-  conflict,
-  decodeDocument,
-  decodeRecord,
-  derivedStatus,
-  expectationMet,
-  isDue,
-  leaseProblem,
-  sweepable
-} from "../CheckpointBackend.js"
-import type { ExecutionRecord, ExecutionStatus, Failure, TaskWrite } from "../CheckpointStore.js"
+  claimedRecord,
+  matches,
+  newestFirst,
+  oldestFirst,
+  patchRecord,
+  recordAfterInsert,
+  type StoredRecord,
+  toRecord
+} from "./storedRecord.js"
 
 interface Execution {
   /** version → checkpoint id */
   readonly byVersion: Map<number, string>
   /** the versions, ascending */
   readonly versions: Array<number>
-}
-
-/** An execution record as the Memory store keeps it (times in epoch ms). */
-export interface StoredRecord {
-  latestVersion: number
-  latestCheckpointId: string
-  updatedAt: number
-  status: ExecutionStatus
-  wakeAt: number | undefined
-  failure: Failure | undefined
-  attempts: number
-  lease: { readonly owner: string; readonly expiresAt: number } | undefined
 }
 
 /** The Memory store's state: encoded documents only, so nothing stored is ever shared with a caller. */
@@ -81,34 +69,6 @@ const upperBound = (versions: ReadonlyArray<number>, v: number): number => {
   }
   return lo
 }
-
-const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord =>
-  Either.getOrThrow(decodeRecord({
-    executionId,
-    latestVersion: r.latestVersion,
-    latestCheckpointId: r.latestCheckpointId,
-    updatedAt: r.updatedAt,
-    status: r.status,
-    wakeAt: r.wakeAt,
-    failureTag: r.failure?.tag,
-    failureMessage: r.failure?.message,
-    attempts: r.attempts,
-    leaseOwner: r.lease?.owner,
-    leaseExpiresAt: r.lease?.expiresAt
-  }))
-
-/** Applies the `wakeAt`, `failure` and `lease` fields of a patch. */
-const applyFields = (r: StoredRecord, patch: RecordPatch, now: number): void => {
-  if (patch.wakeAt !== undefined) r.wakeAt = patch.wakeAt ?? undefined
-  if (patch.failure !== undefined) r.failure = patch.failure ?? undefined
-  if (patch.lease !== undefined) {
-    r.lease = patch.lease === null ? undefined : { owner: patch.lease.owner, expiresAt: now + patch.lease.ttlMs }
-  }
-}
-
-/** `(updatedAt, executionId)` descending. */
-const newestFirst = (a: readonly [string, StoredRecord], b: readonly [string, StoredRecord]): number =>
-  b[1].updatedAt - a[1].updatedAt || (a[0] < b[0] ? 1 : a[0] > b[0] ? -1 : 0)
 
 export const memoryBackend = (state: MemoryState): Backend => {
   const { blobs, documents, executions, locations, records, refs, writes } = state
@@ -168,8 +128,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
     const record = records.get(executionId)
     const newest = execution.versions[execution.versions.length - 1]!
     if (record !== undefined && record.latestVersion !== newest) {
-      record.latestVersion = newest
-      record.latestCheckpointId = execution.byVersion.get(newest)!
+      records.set(executionId, { ...record, latestVersion: newest, latestCheckpointId: execution.byVersion.get(newest)! })
     }
   }
 
@@ -221,28 +180,7 @@ export const memoryBackend = (state: MemoryState): Backend => {
       }
       batch.forEach(put)
       for (const [executionId, { checkpoint: cp }] of newest) {
-        let record = records.get(executionId)
-        if (record === undefined) {
-          record = {
-            latestVersion: cp.version,
-            latestCheckpointId: cp.id,
-            updatedAt: cp.timestamp.getTime(),
-            status: options.patch.status ?? derivedStatus(cp),
-            wakeAt: undefined,
-            failure: undefined,
-            attempts: 0,
-            lease: undefined
-          }
-          records.set(executionId, record)
-        } else if (record.latestVersion < cp.version) {
-          record.latestVersion = cp.version
-          record.latestCheckpointId = cp.id
-          record.updatedAt = cp.timestamp.getTime()
-          record.status = options.patch.status ?? derivedStatus(cp)
-        } else if (options.patch.status !== undefined) {
-          record.status = options.patch.status
-        }
-        applyFields(record, options.patch, options.now)
+        records.set(executionId, recordAfterInsert(records.get(executionId), cp, options.patch, options.now))
       }
       return Effect.void
     })
@@ -276,23 +214,11 @@ export const memoryBackend = (state: MemoryState): Backend => {
         byTask.set(taskId, keys)
       }
       for (const w of batch) keys.set(w.key, w.json)
-      if (options.patch !== undefined && record !== undefined) patchRecord(record, options.patch, options.now)
+      if (options.patch !== undefined && record !== undefined) {
+        records.set(location.executionId, patchRecord(record, options.patch, options.now))
+      }
       return Effect.void
     })
-
-  /** `updateExecution`'s changes: the status and its time, then the other fields. */
-  const patchRecord = (record: StoredRecord, patch: RecordPatch, now: number) => {
-    if (patch.status !== undefined) record.status = patch.status
-    if (patch.status !== undefined || patch.wakeAt !== undefined || patch.failure !== undefined) record.updatedAt = now
-    applyFields(record, patch, now)
-  }
-
-  const matches = (query: ExecutionQuery) => ([executionId, r]: readonly [string, StoredRecord]): boolean =>
-    (query.statuses === undefined || query.statuses.includes(r.status)) &&
-    (query.updatedBefore === undefined || r.updatedAt < query.updatedBefore) &&
-    (query.updatedAfter === undefined || r.updatedAt > query.updatedAfter) &&
-    (query.after === undefined || r.updatedAt < query.after.updatedAt ||
-      (r.updatedAt === query.after.updatedAt && executionId < query.after.executionId))
 
   return {
     name: "memory",
@@ -378,20 +304,17 @@ export const memoryBackend = (state: MemoryState): Backend => {
         if (options.expect !== undefined && !expectationMet(record, options.expect)) {
           return Effect.fail(conflict.expectationFailed({ executionId, ...options.expect }, record.latestVersion))
         }
-        patchRecord(record, patch, options.now)
-        return Effect.succeed(toRecord(executionId, record))
+        const patched = patchRecord(record, patch, options.now)
+        records.set(executionId, patched)
+        return Effect.succeed(toRecord(executionId, patched))
       }),
     claim: ({ limit, now, owner, ttlMs }) =>
       Effect.sync(() => {
-        const due = [...records].filter(([, r]) => isDue(r, now))
-          .sort((a, b) => a[1].updatedAt - b[1].updatedAt || (a[0] < b[0] ? -1 : 1))
-          .slice(0, limit)
+        const due = [...records].filter(([, r]) => isDue(r, now)).sort(oldestFirst).slice(0, limit)
         return due.map(([executionId, r]) => {
-          r.status = "running"
-          r.attempts++
-          r.updatedAt = now
-          r.lease = { owner, expiresAt: now + ttlMs }
-          return toRecord(executionId, r)
+          const claimed = claimedRecord(r, owner, now, ttlMs)
+          records.set(executionId, claimed)
+          return toRecord(executionId, claimed)
         })
       }),
     sweep: ({ before, force, now }) =>

@@ -10,8 +10,9 @@
  * execution). Their schema version is recorded in
  * `effect_checkpoint_migrations`; tables written by 0.1.0 are migrated when
  * the layer is built (their executions get records from their newest
- * checkpoints: `pending` when it has nodes to run, else `done`), under an
- * advisory lock, so any number of processes may build the layer at once.
+ * checkpoints: `interrupted` when it has nodes to run, so no worker picks it
+ * up by surprise — `resume` it — else `done`), under an advisory lock, so any
+ * number of processes may build the layer at once.
  *
  * Every change is one transaction holding a transaction-scoped advisory lock
  * per execution; `claim` takes due executions with `FOR UPDATE SKIP LOCKED`.
@@ -141,7 +142,6 @@ export interface Options extends ClientOptions {
   readonly maxConnections?: number | undefined
 }
 
-const DEFAULT_TABLE = "checkpoints"
 const DEFAULT_APPLICATION_NAME = "effect-checkpoint"
 const DEFAULT_CONNECT_TIMEOUT: Duration.DurationInput = "5 seconds"
 
@@ -173,19 +173,11 @@ export const schemaVersion: number = Schema.schemaVersion
  * @since 0.2.0
  * @category schema
  */
-export const tableNames = (tableName: string = DEFAULT_TABLE): {
-  readonly checkpoints: string
-  readonly executions: string
-  readonly writes: string
-  readonly blobs: string
-} => {
-  const t = Schema.tablesFor(tableName)
-  return { checkpoints: tableName, executions: t.raw.executions, writes: t.raw.writes, blobs: t.raw.blobs }
-}
+export const tableNames: (tableName?: string) => Schema.TableNames = Schema.tableNames
 
 /** Checks the table and schema names; the error for the first bad one. */
 const checkNames = (options: ClientOptions): InvalidIdentifier | undefined => {
-  const tableName = options.tableName ?? DEFAULT_TABLE
+  const tableName = options.tableName ?? Schema.defaultTable
   const tableError = checkSqlName("tableName", tableName)
   if (tableError !== undefined) return tableError
   if (tableName === migrationsTable) return invalid("tableName", tableName, "is the name of the schema-version table")
@@ -235,7 +227,7 @@ const makeWith = (
       )
     }
     const sql = client.withoutTransforms()
-    const tables = Schema.tablesFor(options.tableName ?? DEFAULT_TABLE, options.schema)
+    const tables = Schema.tablesFor(options.tableName ?? Schema.defaultTable, options.schema)
     // The pool bounds the wait for a connection itself when it has a connectTimeout (always, for the store's own).
     const connection = {
       sql,
@@ -349,18 +341,6 @@ export const layer = (
   ).pipe(Layer.provide(client))
 }
 
-/**
- * {@link layer} with its connection string read from `Config`:
- * `POSTGRES_CONN_STRING` (as a `Redacted` value), table `checkpoints`. A
- * missing variable fails the layer with `CheckpointStoreError` (operation
- * `"config"`).
- *
- * To read other names or options, map your own `Config` into {@link layer}:
- * `Layer.unwrapEffect(Effect.map(Config.redacted("DATABASE_URL"), (url) => PostgresStore.layer({ url, tableName: "runs" })))`.
- *
- * @since 0.1.0
- * @category layers
- */
 /**
  * {@link layer} with its options read from a `Config`: a missing or malformed
  * value fails the layer with the `ConfigError` itself.

@@ -12,7 +12,8 @@
  * `t_blobs` (large values, stored once per execution). Their schema version
  * is recorded per store in `effect_checkpoint_migrations`; a table written by
  * 0.1.0 is migrated when the layer is built (its executions get records from
- * their newest checkpoints: `pending` when it has nodes to run, else `done`).
+ * their newest checkpoints: `interrupted` when it has nodes to run, so no
+ * worker picks it up by surprise — `resume` it — else `done`).
  *
  * Every change is one `BEGIN IMMEDIATE` transaction, so saves, conditional
  * saves, leases and claims are atomic between the processes sharing the file.
@@ -94,7 +95,6 @@ export interface Options extends ClientOptions {
   readonly busyTimeout?: Duration.DurationInput | undefined
 }
 
-const DEFAULT_TABLE = "checkpoints"
 const DEFAULT_BUSY_TIMEOUT: Duration.DurationInput = "5 seconds"
 
 /**
@@ -122,15 +122,7 @@ export const schemaVersion: number = Schema.schemaVersion
  * @since 0.2.0
  * @category schema
  */
-export const tableNames = (tableName: string = DEFAULT_TABLE): {
-  readonly checkpoints: string
-  readonly executions: string
-  readonly writes: string
-  readonly blobs: string
-} => {
-  const t = Schema.tablesFor(tableName)
-  return { checkpoints: tableName, executions: t.raw.executions, writes: t.raw.writes, blobs: t.raw.blobs }
-}
+export const tableNames: (tableName?: string) => Schema.TableNames = Schema.tableNames
 
 /** The store on `runner`, after its schema is in place. */
 const makeStore = (
@@ -165,7 +157,7 @@ export const make = (
   options: ClientOptions = {}
 ): Effect.Effect<CheckpointStore.Service, CheckpointStoreError | InvalidIdentifier, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const table = yield* checkTable(options.tableName ?? DEFAULT_TABLE)
+    const table = yield* checkTable(options.tableName ?? Schema.defaultTable)
     const sql = yield* SqlClient.SqlClient
     const isSqlite = sql.onDialectOrElse({ sqlite: () => true, orElse: () => false })
     if (!isSqlite) {
@@ -278,7 +270,7 @@ export const layer = (
 ): Layer.Layer<CheckpointStore.CheckpointStore, CheckpointStoreError | InvalidIdentifier> =>
   Layer.scoped(
     CheckpointStore.CheckpointStore,
-    Effect.flatMap(checkTable(options.tableName ?? DEFAULT_TABLE), (table) => openOwn(options, table))
+    Effect.flatMap(checkTable(options.tableName ?? Schema.defaultTable), (table) => openOwn(options, table))
   )
 
 /**

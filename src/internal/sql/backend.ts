@@ -15,7 +15,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Either, Option } from "effect"
 import * as Checkpoint from "../../Checkpoint.js"
 import type { Backend, Encoded, ExecutionQuery, InsertOptions } from "../../CheckpointBackend.js"
-import { BlobsMissing, conflict, decodeFields, decodeRecord, derivedStatus, leaseProblem, parseJson } from "../../CheckpointBackend.js"
+import { BlobsMissing, conflict, decodeFields, decodeRecord, derivedStatus, expectationMet, leaseProblem, parseJson } from "../../CheckpointBackend.js"
 import {
   type CheckpointConflict,
   type CheckpointDecodeError,
@@ -24,7 +24,7 @@ import {
   type CheckpointStoreError,
   ExecutionNotFound
 } from "../../CheckpointError.js"
-import { patchRecord, recordAfterInsert, type StoredRecord } from "../storedRecord.js"
+import { patchRecord, recordAfterInsert, type StoredRecord, toRecord, toStored } from "../storedRecord.js"
 import type { ExecutionRecord, TaskWrite } from "../../CheckpointStore.js"
 import type { Db, Dialect, Row } from "./dialect.js"
 import { statuses } from "../records.js"
@@ -36,30 +36,6 @@ const REC_COLUMNS = "execution_id, latest_version, latest_checkpoint_id, updated
 /** Rows per multi-row `INSERT` (11 values a row: under SQLite's 32 766 and PostgreSQL's 65 535 parameters). */
 const ROWS_PER_INSERT = 500
 
-
-const toStored = (r: ExecutionRecord): StoredRecord => ({
-  latestVersion: r.latestVersion,
-  latestCheckpointId: r.latestCheckpointId,
-  updatedAt: r.updatedAt.getTime(),
-  status: r.status,
-  wakeAt: r.wakeAt?.getTime(),
-  failure: r.failure,
-  attempts: r.attempts,
-  lease: r.lease === undefined ? undefined : { owner: r.lease.owner, expiresAt: r.lease.expiresAt.getTime() }
-})
-
-const toRecord = (executionId: string, r: StoredRecord): ExecutionRecord => ({
-  executionId: executionId as Checkpoint.ExecutionId,
-  latestVersion: r.latestVersion,
-  latestCheckpointId: r.latestCheckpointId as Checkpoint.CheckpointId,
-  updatedAt: new Date(r.updatedAt),
-  pending: r.status !== "done",
-  status: r.status,
-  ...(r.wakeAt === undefined ? {} : { wakeAt: new Date(r.wakeAt) }),
-  ...(r.failure === undefined ? {} : { failure: { tag: r.failure.tag, message: r.failure.message } }),
-  attempts: r.attempts,
-  ...(r.lease === undefined ? {} : { lease: { owner: r.lease.owner, expiresAt: new Date(r.lease.expiresAt) } })
-})
 
 const recordParams = (executionId: string, r: StoredRecord): ReadonlyArray<unknown> => [
   executionId,
@@ -90,15 +66,6 @@ const decodeRecordRow = (row: Row): Either.Either<ExecutionRecord, CheckpointDec
     leaseExpiresAt: row.lease_expires_at
   })
 
-
-const expectationMet = (
-  record: StoredRecord | undefined,
-  expect: { readonly latestVersion: number; readonly latestCheckpointId?: string | undefined }
-): boolean =>
-  record === undefined
-    ? expect.latestVersion === 0
-    : record.latestVersion === expect.latestVersion &&
-      (expect.latestCheckpointId === undefined || record.latestCheckpointId === expect.latestCheckpointId)
 
 const numberOf = (value: unknown): unknown =>
   typeof value === "bigint" ? Number(value) : typeof value === "string" && /^-?\d+$/.test(value) ? Number(value) : value

@@ -58,6 +58,27 @@ export const tablesFor = (name: string, schema?: string): Tables => {
   }
 }
 
+/** The checkpoint table of a store given no `tableName`. */
+export const defaultTable = "checkpoints"
+
+/** The unquoted names of a store's tables: what the SQL layers' `tableNames` returns. */
+export interface TableNames {
+  /** The checkpoint table (the store's `tableName`). */
+  readonly checkpoints: string
+  /** One record per execution. */
+  readonly executions: string
+  /** Task writes. */
+  readonly writes: string
+  /** Large values, stored once per execution. */
+  readonly blobs: string
+}
+
+/** The unquoted names of the tables of the store whose checkpoint table is `tableName`. */
+export const tableNames = (tableName: string = defaultTable): TableNames => {
+  const { raw } = tablesFor(tableName)
+  return { checkpoints: tableName, executions: raw.executions, writes: raw.writes, blobs: raw.blobs }
+}
+
 /** The columns of a 0.1.0 checkpoint table (what a table must have to be adopted). */
 export const v1Columns = ["id", "execution_id", "node_name", "state", "metadata", "timestamp", "version", "next", "parent_id"] as const
 
@@ -124,10 +145,12 @@ export const migrations: ReadonlyArray<Migration> = [
   value TEXT NOT NULL,
   PRIMARY KEY (execution_id, hash)
 )`,
-      // A record for every execution already there, from its newest checkpoint.
+      // A record for every execution already there, from its newest checkpoint: `interrupted` when it has
+      // nodes to run (0.1.0 stopped it mid-run, by an interruptBefore/After pause or a crash: no worker
+      // takes it by surprise, `resume` goes on), `done` when it has none. As the File and Redis stores.
       `INSERT INTO ${t.executions} (execution_id, latest_version, latest_checkpoint_id, updated_at, status, attempts) ` +
       `SELECT c.execution_id, c.version, c.id, COALESCE(${d.timestampMs("c.\"timestamp\"")}, 0), ` +
-      `CASE WHEN ${d.nextNonEmpty("c.next")} THEN 'pending' ELSE 'done' END, 0 ` +
+      `CASE WHEN ${d.nextNonEmpty("c.next")} THEN 'interrupted' ELSE 'done' END, 0 ` +
       `FROM ${t.checkpoints} c WHERE c.version = (SELECT MAX(m.version) FROM ${t.checkpoints} m WHERE m.execution_id = c.execution_id) ` +
       `ON CONFLICT (execution_id) DO NOTHING`
     ]
