@@ -111,7 +111,7 @@ export interface ClientOptions {
   /**
    * Run the store's statements as named prepared statements (default `true`):
    * PostgreSQL parses and plans each once per connection instead of on every
-   * call (a save's statement: about half its cost). Set `false` behind a
+   * call. Set `false` behind a
    * connection pooler that cannot keep prepared statements across
    * transactions (PgBouncer in transaction mode before 1.21).
    *
