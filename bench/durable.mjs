@@ -71,23 +71,22 @@ async function recoverOurs(name, count) {
     const ids = await seed(b, runnable, count, "crashed");
     const ms = await time(() => b.runtime.runPromise(Effect.gen(function*() {
       const worker = yield* Effect.fork(Graph.worker(runnable, { concurrency: 10, pollInterval: "5 millis", owner: "bench-worker" }));
+      // Finished when none is left pending or running: one indexed page of 1 per poll (the count is checked after).
       for (;;) {
-        const page = yield* b.store.listExecutions({ status: "done", limit: 1 });
-        if (page.executions.length > 0) {
-          // Count the done ones only when some are: a full count costs a page per 10,000.
-          let done = 0;
-          let cursor;
-          do {
-            const p = yield* b.store.listExecutions({ status: "done", limit: 10000, cursor });
-            done += p.executions.length;
-            cursor = p.cursor;
-          } while (cursor !== undefined);
-          if (done >= ids.length) break;
-        }
+        const left = yield* b.store.listExecutions({ status: ["pending", "running"], limit: 1 });
+        if (left.executions.length === 0) break;
         yield* Effect.sleep("5 millis");
       }
       yield* Fiber.interrupt(worker);
     })));
+    let done = 0;
+    let cursor;
+    do {
+      const p = await b.runtime.runPromise(b.store.listExecutions({ status: "done", limit: 10000, cursor }));
+      done += p.executions.length;
+      cursor = p.cursor;
+    } while (cursor !== undefined);
+    if (done !== ids.length) throw new Error(`recovery on ${name}: ${done} of ${ids.length} executions done`);
     return { count, ms, per_execution_ms: ms / count };
   } finally {
     await b.close();

@@ -310,7 +310,19 @@ export const memoryBackend = (state: MemoryState): Backend => {
       }),
     claim: ({ limit, now, owner, ttlMs }) =>
       Effect.sync(() => {
-        const due = [...records].filter(([, r]) => isDue(r, now)).sort(oldestFirst).slice(0, limit)
+        // The `limit` oldest due ones, in one pass (a sorted buffer of at most `limit`): no sort of every record.
+        const due: Array<[string, StoredRecord]> = []
+        for (const entry of limit > 0 ? records : []) {
+          if (!isDue(entry[1], now)) continue
+          if (due.length === limit && oldestFirst(entry, due[limit - 1]!) >= 0) continue
+          let i = due.length === limit ? limit - 1 : due.length
+          while (i > 0 && oldestFirst(entry, due[i - 1]!) < 0) {
+            if (i < limit) due[i] = due[i - 1]!
+            i--
+          }
+          due[i] = entry
+          if (due.length > limit) due.length = limit
+        }
         return due.map(([executionId, r]) => {
           const claimed = claimedRecord(r, owner, now, ttlMs)
           records.set(executionId, claimed)
