@@ -1,15 +1,23 @@
 import { describe, expect, it } from "@effect/vitest"
-import { execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import { existsSync } from "node:fs"
 import { dirname } from "node:path"
 
-/** Runs an example the way the README does (against the built package, like a user). */
-const run = (file: string, timeout = 60_000): string =>
-  execFileSync("npx", ["tsx", file], { encoding: "utf8", timeout, stdio: ["ignore", "pipe", "pipe"] })
+/**
+ * Runs an example the way the README does (against the built package, like a user). Asynchronously:
+ * a synchronous child blocks this worker's event loop, and vitest's channel to it times out.
+ */
+const run = (file: string, timeout = 60_000): Promise<string> =>
+  new Promise((resolve, reject) => {
+    execFile("npx", ["tsx", file], { encoding: "utf8", timeout, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(Object.assign(error, { stdout, stderr }))
+      else resolve(stdout)
+    })
+  })
 
-describe("examples", () => {
-  it("basic.ts prints the run, its four checkpoints and the resumed result", () => {
-    const out = run("examples/basic.ts")
+describe("examples", { timeout: 150_000 }, () => {
+  it("basic.ts prints the run, its four checkpoints and the resumed result", async () => {
+    const out = await run("examples/basic.ts")
     expect(out).toContain("Final data:    Start → Step1 → Step2 → Step3")
     expect(out).toContain("=== 4 checkpoints ===")
     for (const [v, node] of [[1, "__input__"], [2, "step1"], [3, "step2"], [4, "step3"]] as const) {
@@ -23,8 +31,8 @@ describe("examples", () => {
     expect(resumedPart).toContain("Resumed data:  Start → Step1 → Step2 → Step3")
   })
 
-  it("research.ts fans out five searches, is killed after three, and the resume runs only the two missing ones", () => {
-    const out = run("examples/research.ts", 90_000)
+  it("research.ts fans out five searches, is killed after three, and the resume runs only the two missing ones", async () => {
+    const out = await run("examples/research.ts", 90_000)
     const killedAt = out.indexOf("SIGKILL the child")
     const resumedAt = out.indexOf("=== Resume in this process")
     expect(killedAt).toBeGreaterThan(0)
@@ -54,8 +62,8 @@ describe("examples", () => {
     expect(existsSync(dirname(filename!))).toBe(false)
   }, 120_000)
 
-  it("observability.ts prints the run's events, its span tree, a debug log and the metrics", () => {
-    const out = run("examples/observability.ts")
+  it("observability.ts prints the run's events, its span tree, a debug log and the metrics", async () => {
+    const out = await run("examples/observability.ts")
     // Events in causal order; the two parallel tasks start in task order.
     const events = out.slice(0, out.indexOf("=== Spans"))
     const order = [
@@ -95,16 +103,16 @@ describe("examples", () => {
     expect(out).toMatch(/effect_checkpoint_save_duration_ms\{backend=memory\}\s+count=9\n/)
   })
 
-  it("custom-store.ts runs on a store written outside the library and resumes from its file in a new layer", () => {
-    const out = run("examples/custom-store.ts")
+  it("custom-store.ts runs on a store written outside the library and resumes from its file in a new layer", async () => {
+    const out = await run("examples/custom-store.ts")
     expect(out).toContain("paused: Execution \"order-1\" paused before node \"ship\"")
     expect(out).toContain("final: {\"item\":\"book\",\"approved\":true,\"shipped\":true}")
     expect(out).toMatch(/#1 __input__\n#2 check\n#3 __update__\n#4 ship\n/)
     expect(out.match(/checking book/g)?.length).toBe(1)
   })
 
-  it("worker.ts: a worker process is killed mid-run; a second worker finishes every execution, each node's update once", () => {
-    const out = run("examples/worker.ts")
+  it("worker.ts: a worker process is killed mid-run; a second worker finishes every execution, each node's update once", async () => {
+    const out = await run("examples/worker.ts")
     expect(out).toContain("Started 8 executions")
     expect(out).toContain("=== The worker process was killed (SIGKILL) ===")
     // The kill hit work in progress: an execution part-way, leased by the dead worker.
@@ -115,8 +123,8 @@ describe("examples", () => {
     }
   })
 
-  it("approval.ts: the draft step runs once; the interrupt is answered from another process", () => {
-    const out = run("examples/approval.ts")
+  it("approval.ts: the draft step runs once; the interrupt is answered from another process", async () => {
+    const out = await run("examples/approval.ts")
     expect(out.match(/calling the LLM/g)?.length).toBe(1)
     expect(out).toMatch(/Interrupted in node "write" \(interrupt [0-9a-f-]{36}\/0000\/0\)/)
     expect(out).toContain("Execution status: interrupted")
