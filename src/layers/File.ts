@@ -53,6 +53,7 @@ import * as CheckpointStore from "../CheckpointStore.js"
 import { BACKEND, fileBackend, type FileLayout, removeLeftovers } from "../internal/fileBackend.js"
 import { hostIdentity, makeLocker } from "../internal/fileLock.js"
 import { storeError } from "../internal/storeError.js"
+import { nonEmptyString } from "../internal/config.js"
 
 /**
  * Options of {@link layer}.
@@ -170,9 +171,6 @@ export const layerConfig: Layer.Layer<
   CheckpointStoreError | InvalidOption | ConfigError.ConfigError
 > = layerConfigWith(
   Config.all({
-    directory: Config.string("CHECKPOINT_DIR").pipe(
-      Config.validate({ message: "must not be empty", validation: (s) => s.length > 0 }),
-      Config.withDefault("./checkpoints")
-    )
+    directory: nonEmptyString("CHECKPOINT_DIR", "./checkpoints")
   })
 )

@@ -32,6 +32,7 @@ import type { Db } from "../internal/sql/dialect.js"
 import * as Schema from "../internal/sql/schema.js"
 import { BACKEND, checkTable, clientRunner, initSchema, nativeRunner, type Runner, sqliteDialect } from "../internal/sql/sqlite.js"
 import { storeError } from "../internal/storeError.js"
+import { nonEmptyString } from "../internal/config.js"
 
 // -----------------------------------------------------------------------------
 // Options
@@ -307,9 +308,6 @@ export const layerConfig: Layer.Layer<
   CheckpointStoreError | InvalidIdentifier | ConfigError.ConfigError
 > = layerConfigWith(
   Config.all({
-    filename: Config.string("SQLITE_DB_PATH").pipe(
-      Config.validate({ message: "must not be empty", validation: (s) => s.length > 0 }),
-      Config.withDefault("./checkpoints.db")
-    )
+    filename: nonEmptyString("SQLITE_DB_PATH", "./checkpoints.db")
   })
 )
