@@ -311,17 +311,18 @@ export const memoryBackend = (state: MemoryState): Backend => {
     claim: ({ limit, now, owner, ttlMs }) =>
       Effect.sync(() => {
         // The `limit` oldest due ones, in one pass (a sorted buffer of at most `limit`): no sort of every record.
+        if (limit <= 0) return []
         const due: Array<[string, StoredRecord]> = []
-        for (const entry of limit > 0 ? records : []) {
+        for (const entry of records) {
           if (!isDue(entry[1], now)) continue
-          if (due.length === limit && oldestFirst(entry, due[limit - 1]!) >= 0) continue
-          let i = due.length === limit ? limit - 1 : due.length
-          while (i > 0 && oldestFirst(entry, due[i - 1]!) < 0) {
-            if (i < limit) due[i] = due[i - 1]!
-            i--
+          if (due.length === limit) {
+            if (oldestFirst(entry, due[limit - 1]!) >= 0) continue
+            due.pop()
           }
+          let i = due.length
+          due.push(entry)
+          for (; i > 0 && oldestFirst(entry, due[i - 1]!) < 0; i--) due[i] = due[i - 1]!
           due[i] = entry
-          if (due.length > limit) due.length = limit
         }
         return due.map(([executionId, r]) => {
           const claimed = claimedRecord(r, owner, now, ttlMs)

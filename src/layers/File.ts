@@ -50,10 +50,10 @@ import { Config, type ConfigError, Effect, Layer } from "effect"
 import * as CheckpointBackend from "../CheckpointBackend.js"
 import { type CheckpointStoreError, InvalidOption } from "../CheckpointError.js"
 import * as CheckpointStore from "../CheckpointStore.js"
+import { nonEmptyString } from "../internal/config.js"
 import { BACKEND, fileBackend, type FileLayout, removeLeftovers } from "../internal/fileBackend.js"
 import { hostIdentity, makeLocker } from "../internal/fileLock.js"
 import { storeError } from "../internal/storeError.js"
-import { nonEmptyString } from "../internal/config.js"
 
 /**
  * Options of {@link layer}.

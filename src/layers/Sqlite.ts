@@ -27,12 +27,12 @@ import { Config, type ConfigError, Duration, Effect, Layer, Schedule } from "eff
 import * as CheckpointBackend from "../CheckpointBackend.js"
 import type { CheckpointStoreError, InvalidIdentifier } from "../CheckpointError.js"
 import * as CheckpointStore from "../CheckpointStore.js"
+import { nonEmptyString } from "../internal/config.js"
 import { sqlBackend } from "../internal/sql/backend.js"
 import type { Db } from "../internal/sql/dialect.js"
 import * as Schema from "../internal/sql/schema.js"
 import { BACKEND, checkTable, clientRunner, initSchema, nativeRunner, type Runner, sqliteDialect } from "../internal/sql/sqlite.js"
 import { storeError } from "../internal/storeError.js"
-import { nonEmptyString } from "../internal/config.js"
 
 // -----------------------------------------------------------------------------
 // Options

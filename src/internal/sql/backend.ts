@@ -242,14 +242,14 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
         ? db.all(sql.recordLocked, [executions[0]])
         : db.all(sql.records, [d.listParam(executions)]),
       (rows) => {
-      const out = new Map<string, StoredRecord>()
-      for (const row of rows) {
-        const decoded = decodeRecordRow(row)
-        if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-        out.set(decoded.right.executionId, toStored(decoded.right))
+        const out = new Map<string, StoredRecord>()
+        for (const row of rows) {
+          const decoded = decodeRecordRow(row)
+          if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+          out.set(decoded.right.executionId, toStored(decoded.right))
+        }
+        return Effect.succeed(out)
       }
-      return Effect.succeed(out)
-    }
     )
 
   const putRecords = (db: Db, records: ReadonlyArray<readonly [string, StoredRecord]>) =>
@@ -398,6 +398,9 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
     "(x.lease_owner IS NULL) = (x.lease_expires_at IS NULL)",
     "(x.failure_tag IS NULL) = (x.failure_message IS NULL)"
   ]
+  /** The record's lease lets the writer (the next `?`) write: none, its own, or expired at `now` (SQL). */
+  const leaseLets = (now: string) =>
+    `(x.lease_owner IS NULL OR x.lease_owner = ${p("text")} OR x.lease_expires_at <= ${now})`
   const singleText = (
     shape: {
       readonly upsert: boolean
@@ -423,7 +426,7 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
     // What the record must be for the save to go ahead (`x`: the stored record, at its latest version).
     const checks = [
       ...validRecord,
-      ...(shape.owner ? [`(x.lease_owner IS NULL OR x.lease_owner = ${p("text")} OR x.lease_expires_at <= ${now})`] : []),
+      ...(shape.owner ? [leaseLets(now)] : []),
       ...(shape.expect ? [`x.latest_version = ${shape.upsert ? "0" : p("int")}`] : []),
       ...(shape.expectId ? [`x.latest_checkpoint_id = ${p("text")}`] : [])
     ]
@@ -680,7 +683,7 @@ export const sqlBackend = (d: Dialect, t: Tables): Backend => {
         `x.execution_id = ${p("text")}`,
         ...validRecord,
         ...(shape.owner === "holds" ? [`x.lease_owner = ${p("text")}`] : []),
-        ...(shape.owner === "free" ? [`(x.lease_owner IS NULL OR x.lease_owner = ${p("text")} OR x.lease_expires_at <= lk.now)`] : []),
+        ...(shape.owner === "free" ? [leaseLets("lk.now")] : []),
         ...(shape.expect ? [`x.latest_version = ${p("int")}`] : []),
         ...(shape.expectId ? [`x.latest_checkpoint_id = ${p("text")}`] : [])
       ]

@@ -34,6 +34,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import { Cause, Clock, Context, Duration, Effect, Either, Exit, Fiber, Option, Scope } from "effect"
 import { InvalidOption } from "../../CheckpointError.js"
 import { span } from "../telemetry.js"
+import type { Row } from "./dialect.js"
 
 /** The default of `queryTimeout`. */
 export const DEFAULT_QUERY_TIMEOUT: Duration.Duration = Duration.seconds(10)
@@ -55,8 +56,6 @@ interface PgLike {
     callback: (error: Error | null | undefined, result: PgResult) => void
   ) => unknown
 }
-
-export type Row = { readonly [column: string]: unknown }
 
 /**
  * A name per statement text, for `pg`'s prepared statements (parsed and planned once per connection).
@@ -145,11 +144,11 @@ export const statement = (
   text: string,
   params: ReadonlyArray<unknown>,
   prepare: boolean,
-  fallback: Effect.Effect<ReadonlyArray<Row>, SqlError>
+  fallback: () => Effect.Effect<ReadonlyArray<Row>, SqlError>
 ): Effect.Effect<ReadonlyArray<Row>, SqlError> =>
   Effect.flatMap(Effect.serviceOption(Reserved), (reserved) => {
     const run = Option.isSome(reserved) ? reserved.value.run : undefined
-    if (run === undefined) return fallback
+    if (run === undefined) return fallback()
     // The span `@effect/sql` gives each statement, with the same name and attributes (when a tracer reads it).
     return span(run(text, params, prepare), "sql.execute", () => ({
       "db.system.name": "postgresql",
@@ -213,18 +212,20 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
         closed = true
         closePg(pg)
       }
+      /** A statement's deadline: closes the connection when it passes (none once the connection is closed). */
+      const arm = () =>
+        closed ? undefined : setTimeout(() => {
+          timedOut = true
+          close()
+        }, timeoutMs)
       const guard = <X>(statement: Effect.Effect<X, SqlError>): Effect.Effect<X, SqlError> =>
         Effect.suspend(() => {
-          if (closed) return statement
-          const timer = setTimeout(() => {
-            timedOut = true
-            close()
-          }, timeoutMs)
-          return Effect.ensuring(statement, Effect.sync(() => clearTimeout(timer)))
+          const timer = arm()
+          return timer === undefined ? statement : Effect.ensuring(statement, Effect.sync(() => clearTimeout(timer)))
         })
       const query = pg?.query
       /** One statement straight on the `pg` client: see `Reserved.run`. */
-      const run = pg === undefined || query === undefined ? undefined : (
+      const run = query === undefined ? undefined : (
         text: string,
         params: ReadonlyArray<unknown>,
         prepare: boolean
@@ -232,10 +233,7 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
         Effect.async<ReadonlyArray<Row>, SqlError>((resume) => {
           let done = false
           let settle: (() => void) | undefined
-          const timer = closed ? undefined : setTimeout(() => {
-            timedOut = true
-            close()
-          }, timeoutMs)
+          const timer = arm()
           const name = prepare && params.length > 0 ? nameOf(text) : undefined
           const answered = (error: unknown, result: unknown) => {
             if (done) return
@@ -264,21 +262,23 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
             }
           })
         })
+      /** `@effect/sql`'s own statements on this connection, through `run` when there is one. */
+      const viaRun = (
+        text: string,
+        params: ReadonlyArray<unknown>,
+        transformRows: (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined,
+        viaConnection: () => Effect.Effect<ReadonlyArray<any>, SqlError>
+      ) =>
+        run === undefined
+          ? guard(viaConnection())
+          : Effect.map(run(text, params, false), (rows) => transformRows === undefined ? rows : transformRows(rows))
       const guarded: Connection = pg === undefined ? conn : {
-        execute: (text, params, transformRows) =>
-          run === undefined
-            ? guard(conn.execute(text, params, transformRows))
-            : Effect.map(run(text, params, false), (rows) => transformRows === undefined ? rows : transformRows(rows)),
+        execute: (text, params, transformRows) => viaRun(text, params, transformRows, () => conn.execute(text, params, transformRows)),
         executeRaw: (text, params) => guard(conn.executeRaw(text, params)),
         executeStream: (text, params, transformRows) => conn.executeStream(text, params, transformRows),
         executeValues: (text, params) => guard(conn.executeValues(text, params)),
         executeUnprepared: (text, params, transformRows) =>
-          run === undefined
-            ? guard(conn.executeUnprepared(text, params, transformRows))
-            : Effect.map(
-              run(text, params ?? [], false),
-              (rows) => transformRows === undefined ? rows : transformRows(rows)
-            )
+          viaRun(text, params ?? [], transformRows, () => conn.executeUnprepared(text, params, transformRows))
       }
       const body = effect.pipe(
         Effect.provideService(SqlClient.TransactionConnection, [guarded, depth] as const),
@@ -328,6 +328,29 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
       return exit
     })
 
+  /**
+   * A connection: within the pool's own bound (`poolBoundsWait`), or within `acquireTimeout`, a
+   * connection that arrives after the wait was given up being closed.
+   */
+  const acquire = (
+    restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
+  ): Effect.Effect<{ readonly scope: Scope.CloseableScope; readonly conn: Connection }, SqlError> =>
+    poolBoundsWait ? restore(reserve) : Effect.gen(function*() {
+      const acquiring = yield* Effect.forkDaemon(reserve)
+      const waited = yield* Effect.exit(restore(withinReal(Fiber.await(acquiring), acquireTimeout)))
+      if (Exit.isFailure(waited)) {
+        yield* discardLate(acquiring)
+        return yield* Effect.failCause(waited.cause)
+      }
+      if (Option.isNone(waited.value)) {
+        yield* discardLate(acquiring)
+        return yield* Effect.fail(
+          new SqlError({ message: `no connection from the pool within ${Duration.format(acquireTimeout)}` })
+        )
+      }
+      return yield* waited.value.value
+    })
+
   const deadlineError = (outcome: string) =>
     new SqlError({
       message: `no answer from PostgreSQL within ${Duration.format(queryTimeout)} (queryTimeout); ${outcome}`
@@ -346,30 +369,8 @@ export const withDeadline = (sql: SqlClient.SqlClient, options: DeadlineOptions)
           }
         }
 
-        // --- a connection: within the pool's own bound, or within acquireTimeout ---------------------
-        if (poolBoundsWait) {
-          const own = yield* Effect.exit(restore(reserve))
-          if (Exit.isFailure(own)) return yield* Effect.failCause(own.cause)
-          const exit = yield* runOn(restore, own.value.conn, 0, false, effect)
-          yield* Scope.close(own.value.scope, Exit.void)
-          return yield* exit
-        }
-        const acquiring = yield* Effect.forkDaemon(reserve)
-        const waited = yield* Effect.exit(restore(withinReal(Fiber.await(acquiring), acquireTimeout)))
-        if (Exit.isFailure(waited)) {
-          yield* discardLate(acquiring)
-          return yield* Effect.failCause(waited.cause)
-        }
-        if (Option.isNone(waited.value)) {
-          yield* discardLate(acquiring)
-          return yield* Effect.fail(
-            new SqlError({ message: `no connection from the pool within ${Duration.format(acquireTimeout)}` })
-          )
-        }
-        const acquired = waited.value.value
-        if (Exit.isFailure(acquired)) return yield* Effect.failCause(acquired.cause)
-        const { conn, scope } = acquired.value
-        // --- the statements, each within queryTimeout; then the connection goes back (or is dropped) --
+        // --- a connection, then the statements, each within queryTimeout; then it goes back (or is dropped)
+        const { conn, scope } = yield* acquire(restore)
         const exit = yield* runOn(restore, conn, 0, false, effect)
         yield* Scope.close(scope, Exit.void)
         return yield* exit

@@ -225,7 +225,7 @@ export const pgDialect = (options: PgOptions): Dialect => {
   const run = withConnection(options)
   // Straight on the operation's `pg` client (see `pgDeadline.ts`); through `@effect/sql` without one.
   const db: Db = {
-    all: (text, params) => statement(text, params, prepare, sql.unsafe<Row>(text, params as ReadonlyArray<never>))
+    all: (text, params) => statement(text, params, prepare, () => sql.unsafe<Row>(text, params as ReadonlyArray<never>))
   }
   /**
    * The first statement of a write transaction: the advisory lock of each
