@@ -1045,3 +1045,40 @@ describe("saving", () => {
       }).pipe(Effect.provide(FileStore.layer({ directory: dir })))
     })))
 })
+
+describe("generated ids", () => {
+  it.effect("are UUIDv7 text whose first 48 bits are the clock's milliseconds, in the order they were made", () =>
+    Effect.gen(function*() {
+      const uuid = /^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+      const at = 0x0123_4567_89ab
+      yield* TestClock.setTime(at)
+      const ids: Array<string> = []
+      for (let i = 0; i < 3000; i++) {
+        // Many ids within one millisecond, then the clock moves on.
+        if (i === 2000) yield* TestClock.adjust("1 millis")
+        ids.push(i % 2 === 0 ? yield* Checkpoint.generateCheckpointId : yield* Checkpoint.generateExecutionId)
+      }
+      for (const id of ids) expect(id).toMatch(uuid)
+      const ms = (id: string) => parseInt(id.slice(0, 8) + id.slice(9, 13), 16)
+      expect(ms(ids[0]!)).toBe(at)
+      expect(ms(ids[2999]!)).toBe(at + 1)
+      expect([...ids].sort()).toEqual(ids)
+      expect(new Set(ids).size).toBe(ids.length)
+    }))
+})
+
+describe("values that are not JSON", () => {
+  it.effect("are refused with the path that leads to them", () =>
+    Effect.gen(function*() {
+      const refused = (state: unknown) =>
+        Effect.flip(Checkpoint.make({ executionId: "json-paths", nodeName: "n", state: state as Checkpoint.Json, version: 1 }))
+      expect((yield* refused({ a: [1, { "b c": Number.NaN }] })).message).toContain(`state.a[1]["b c"] is NaN`)
+      expect((yield* refused({ ok: "x", when: new Date(0) })).message).toContain("state.when is an instance of Date")
+      expect((yield* refused([[0, [undefined]]])).message).toContain("state[0][1][0] is undefined")
+      const cycle: Record<string, unknown> = { list: [] }
+      ;(cycle.list as Array<unknown>).push(cycle)
+      expect((yield* refused(cycle)).message).toContain("state.list[0] is a cycle")
+      // A sibling that was fine does not stay in the path.
+      expect((yield* refused({ first: { deep: [1, 2] }, second: Infinity })).message).toContain("state.second is Infinity")
+    }).pipe(Effect.provide(MemoryStore.layer)))
+})

@@ -26,50 +26,67 @@ const describe = (value: unknown): string => {
   return name ? `an instance of ${name}` : "a non-plain object"
 }
 
-const pathOf = (path: string, key: string): string =>
-  /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`
+const pathOf = (root: string, keys: ReadonlyArray<string | number>): string => {
+  let path = root
+  for (const key of keys) {
+    path += typeof key === "number"
+      ? `[${key}]`
+      : /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key)
+      ? `.${key}`
+      : `[${JSON.stringify(key)}]`
+  }
+  return path
+}
 
 /**
  * Why `value` is not a JSON value that survives `JSON.stringify`/`JSON.parse`
  * unchanged, or `undefined` when it is. The answer names the offending path.
+ * (The walk keeps the keys it went through and writes the path only for a
+ * problem: a save checks every state, and most have none.)
  */
 export const jsonProblem = (value: unknown, root = "$"): string | undefined => {
   const ancestors = new Set<object>()
-  const visit = (v: unknown, path: string, depth: number): string | undefined => {
+  const keys: Array<string | number> = []
+  const at = () => pathOf(root, keys)
+  const visit = (v: unknown, depth: number): string | undefined => {
     switch (typeof v) {
       case "string":
       case "boolean":
         return undefined
       case "number":
-        return Number.isFinite(v) ? undefined : `${path} is ${v}, which JSON cannot represent`
+        return Number.isFinite(v) ? undefined : `${at()} is ${v}, which JSON cannot represent`
       case "object": {
         if (v === null) return undefined
-        if (ancestors.has(v)) return `${path} is a cycle`
-        if (depth >= MAX_DEPTH) return `${path} is nested deeper than ${MAX_DEPTH} levels`
+        if (ancestors.has(v)) return `${at()} is a cycle`
+        if (depth >= MAX_DEPTH) return `${at()} is nested deeper than ${MAX_DEPTH} levels`
         if (Array.isArray(v)) {
           ancestors.add(v)
           for (let i = 0; i < v.length; i++) {
-            const problem = visit(v[i], `${path}[${i}]`, depth + 1)
+            keys.push(i)
+            const problem = visit(v[i], depth + 1)
             if (problem !== undefined) return problem
+            keys.pop()
           }
           ancestors.delete(v)
           return undefined
         }
         if (!isPlainObject(v)) {
-          return `${path} is ${describe(v)}, not a JSON value` +
+          return `${at()} is ${describe(v)}, not a JSON value` +
             (v instanceof Date ? " (in a state Schema, use Schema.Date, which encodes to ISO text, not Schema.DateFromSelf)" : "")
         }
         ancestors.add(v)
         for (const key of Object.keys(v)) {
-          const problem = visit(v[key], pathOf(path, key), depth + 1)
+          keys.push(key)
+          const problem = visit(v[key], depth + 1)
           if (problem !== undefined) return problem
+          keys.pop()
         }
         ancestors.delete(v)
         return undefined
       }
       default:
-        return `${path} is ${describe(v)}, not a JSON value`
+        return `${at()} is ${describe(v)}, not a JSON value`
     }
   }
-  return visit(value, root, 0)
+  return visit(value, 0)
 }

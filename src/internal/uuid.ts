@@ -28,7 +28,9 @@ const random = (): Uint8Array => {
   return bytes
 }
 
-const hex = (value: number, width: number): string => value.toString(16).padStart(width, "0")
+/** Two hex digits per byte value (an id is written byte by byte, without a string per number). */
+const BYTE_HEX: ReadonlyArray<string> = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
+const byteHex = (value: number): string => BYTE_HEX[value & 0xff]!
 
 /** A new UUIDv7 text id for the time `nowMs`. */
 export const uuidv7 = (nowMs: number): string => {
@@ -45,11 +47,13 @@ export const uuidv7 = (nowMs: number): string => {
     }
   }
   const ms = lastMs
+  const msHigh = Math.floor(ms / 2 ** 24)
+  const msLow = ms % 2 ** 24
   const high12 = Math.floor(counter / 2 ** 30)
   const low30 = counter % 2 ** 30
-  const tail32 = ((r[6]! << 24) >>> 0) + (r[7]! << 16) + (r[8]! << 8) + r[9]!
-  const msHex = hex(ms, 12)
-  return `${msHex.slice(0, 8)}-${msHex.slice(8)}-7${hex(high12, 3)}-${hex(0x8000 | (low30 >>> 16), 4)}-${
-    hex(low30 & 0xffff, 4)
-  }${hex(tail32, 8)}`
+  const variant = 0x8000 | (low30 >>> 16)
+  return byteHex(msHigh >>> 16) + byteHex(msHigh >>> 8) + byteHex(msHigh) + byteHex(msLow >>> 16) + "-" +
+    byteHex(msLow >>> 8) + byteHex(msLow) + "-7" + BYTE_HEX[high12 >>> 8]![1] + byteHex(high12) + "-" +
+    byteHex(variant >>> 8) + byteHex(variant) + "-" + byteHex(low30 >>> 8) + byteHex(low30) +
+    byteHex(r[6]!) + byteHex(r[7]!) + byteHex(r[8]!) + byteHex(r[9]!)
 }

@@ -93,7 +93,10 @@ interface Entry {
   readonly item: Item
   /** When it was handed over (Clock ms), for the lag bound. */
   readonly madeAt: number
+  /** Completed with the item's outcome, for a caller that waits while another fiber writes. */
   readonly done: Deferred.Deferred<void, WriteError> | undefined
+  /** A caller waits for it (through `done`, or by writing it itself): it is written even when superseded. */
+  readonly waited: boolean
 }
 
 /** Options of a queue. */
@@ -158,7 +161,7 @@ class SaveQueue implements Saver {
   private writer: typeof idle | { readonly _tag: "scheduled"; readonly token: object } | {
     readonly _tag: "running"
     readonly fiber: Fiber.RuntimeFiber<void>
-  } | { readonly _tag: "inline"; readonly done: Deferred.Deferred<void> } = idle
+  } | { readonly _tag: "inline"; done: Deferred.Deferred<void> | undefined } = idle
 
   constructor(private readonly options: SaverOptions) {
     this.landedAt = { ...options.start }
@@ -276,7 +279,7 @@ class SaveQueue implements Saver {
         const dropped: Array<Entry> = []
         while (pending.length > 0) {
           const head = pending[0]!
-          if (head.item._tag !== "Writes" || head.item.superseded !== true || head.done !== undefined) break
+          if (head.item._tag !== "Writes" || head.item.superseded !== true || head.waited) break
           dropped.push(pending.shift()!)
         }
         if (pending.length === 0) return undefined
@@ -299,7 +302,7 @@ class SaveQueue implements Saver {
   private stopWriting(): void {
     const writer = this.writer
     this.writer = idle
-    if (writer._tag === "inline") Deferred.unsafeDone(writer.done, Exit.void)
+    if (writer._tag === "inline" && writer.done !== undefined) Deferred.unsafeDone(writer.done, Exit.void)
   }
 
   /** Writes everything pending, batch after batch, until nothing is left or a write fails; then stops writing. */
@@ -345,7 +348,8 @@ class SaveQueue implements Saver {
 
   /** Writes what is pending in this fiber, whole (an interruption never cuts a save). */
   private flushHere(): Effect.Effect<void> {
-    this.writer = { _tag: "inline", done: Deferred.unsafeMake<void>(undefined as never) }
+    // Its Deferred is made only if another fiber comes to wait (drain): most flushes have no one else.
+    this.writer = { _tag: "inline", done: undefined }
     return Effect.uninterruptible(this.flushAll())
   }
 
@@ -361,6 +365,7 @@ class SaveQueue implements Saver {
         case "running":
           return Effect.zipRight(Fiber.await(writer.fiber), this.drain)
         case "inline":
+          writer.done ??= Deferred.unsafeMake<void>(undefined as never)
           return Effect.zipRight(Deferred.await(writer.done), this.drain)
       }
     })
@@ -369,22 +374,28 @@ class SaveQueue implements Saver {
   enqueue(item: Item, madeAt: number, wait: boolean): Effect.Effect<void, WriteError> {
     if (this.failed !== undefined) return Effect.failCause(this.failed.cause)
     if (wait) {
+      const writer = this.writer._tag
+      if (writer === "idle" || writer === "scheduled") {
+        // Nobody is writing: write it (and anything pending before it) here. The flush writes until nothing is
+        // pending or a write failed (which drops the rest): so the item landed unless the queue failed.
+        this.pending.push({ item, madeAt, done: undefined, waited: true })
+        return Effect.zipRight(this.flushHere(), this.afterFlush)
+      }
       const done = Deferred.unsafeMake<void, WriteError>(undefined as never)
-      this.pending.push({ item, madeAt, done })
-      return Effect.suspend(() => {
-        const writer = this.writer._tag
-        // Nobody is writing: write it (and anything pending before it) here.
-        return writer === "idle" || writer === "scheduled"
-          ? Effect.zipRight(this.flushHere(), Deferred.await(done))
-          : Deferred.await(done)
-      })
+      this.pending.push({ item, madeAt, done, waited: true })
+      return Deferred.await(done)
     }
-    this.pending.push({ item, madeAt, done: undefined })
+    this.pending.push({ item, madeAt, done: undefined, waited: false })
     if (this.writer._tag !== "idle") return Effect.void
     const token = {}
     this.writer = { _tag: "scheduled", token }
     return Effect.asVoid(Effect.forkDaemon(this.forked(token)))
   }
+
+  /** After a flush in the caller's fiber: its item's outcome. */
+  private readonly afterFlush: Effect.Effect<void, WriteError> = Effect.suspend(() =>
+    this.failed === undefined ? Effect.void : Effect.failCause(this.failed.cause)
+  )
 
   bound(olderThan: number): Effect.Effect<void> | undefined {
     const oldest = this.flying ?? this.pending[0]?.madeAt
