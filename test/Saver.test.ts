@@ -270,6 +270,40 @@ describe("the save queue", () => {
       expect((yield* h.store.listWrites(a!.id)).map((w) => w.taskId)).toEqual(["0", "1"])
     }))
 
+  it.effect("a save fiber that starts on task updates waits a few scheduler turns for the checkpoint that supersedes them", () =>
+    Effect.gen(function*() {
+      const h = yield* harness
+      const id = yield* freshExecution("turns")
+      const saver = newSaver(h, id)
+      const [a, b] = yield* chain(id, 2)
+      yield* saver.enqueue(cpItem(a!), 0, true)
+      // The updates fork the save fiber; the superstep's checkpoint comes one turn later (its tasks all finished).
+      yield* saver.enqueue(writesItem(a!.id, "0", true), 0, false)
+      yield* saver.enqueue(writesItem(a!.id, "1", true), 0, false)
+      yield* Effect.yieldNow()
+      yield* saver.enqueue(cpItem(b!), 0, false)
+      yield* saver.drain
+      expect(h.calls.map((c) => c.taskId ?? c.op)).toEqual(["save", "save"])
+      expect(yield* h.store.listWrites(a!.id)).toEqual([])
+      expect(yield* versionsOf(h.store, id)).toEqual([1, 2])
+    }))
+
+  it.live("task updates of a superstep still running are written by the save fiber, without waiting for the run", () =>
+    Effect.gen(function*() {
+      const h = yield* harness
+      const id = yield* freshExecution("running")
+      const saver = newSaver(h, id)
+      const [a] = yield* chain(id, 1)
+      yield* saver.enqueue(cpItem(a!), 0, true)
+      yield* saver.enqueue(writesItem(a!.id, "0", true), 0, false)
+      // No checkpoint follows (a sibling task still runs): the update lands by itself, no drain needed.
+      const landed = yield* Effect.gen(function*() {
+        while ((yield* h.store.listWrites(a!.id)).length === 0) yield* Effect.sleep("1 millis")
+      }).pipe(Effect.timeout("5 seconds"), Effect.exit)
+      expect(Exit.isSuccess(landed)).toBe(true)
+      expect(h.calls.map((c) => c.taskId ?? c.op)).toEqual(["save", "0"])
+    }))
+
   it.effect("bound: waits for items older than the bound, not for newer ones", () =>
     Effect.gen(function*() {
       const h = yield* harness

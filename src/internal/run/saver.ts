@@ -138,6 +138,9 @@ const isExpectationConflict = (cause: Cause.Cause<unknown>): boolean =>
 
 const idle = { _tag: "idle" } as const
 
+/** How many scheduler turns a save fiber gives a run to queue the checkpoint that supersedes task updates. */
+const SUPERSEDE_TURNS = 3
+
 /**
  * The queue of one run. A class, not a closure: a run makes one, and its
  * methods are shared by every run.
@@ -337,13 +340,25 @@ class SaveQueue implements Saver {
       const writer = this.writer
       if (writer._tag !== "scheduled" || writer.token !== token) return Effect.void
       this.writer = { _tag: "running", fiber: fiber as Fiber.RuntimeFiber<void> }
+      // Task updates of a superstep whose checkpoint is not queued yet: when its tasks all finished in this same
+      // turn, the run queues that checkpoint, which holds them, within a few scheduler turns; give it those turns,
+      // so it supersedes them (one write instead of one per task). Tasks still running leave them to be written.
+      const head = this.pending[0]?.item
+      const first = head?._tag === "Writes" && head.superseded === true ? this.awaitSuperseding(SUPERSEDE_TURNS) : this.flushAll()
       return Effect.ensuring(
-        this.flushAll(),
+        first,
         Effect.sync(() => {
           if (this.writer._tag === "running" && this.writer.fiber === fiber) this.writer = idle
         })
       )
     })
+  }
+
+  /** {@link flushAll}, after up to `turns` scheduler turns while nothing queued supersedes the head. */
+  private awaitSuperseding(turns: number): Effect.Effect<void> {
+    return turns > 0 && !this.supersedes()
+      ? Effect.zipRight(Effect.yieldNow(), Effect.suspend(() => this.awaitSuperseding(turns - 1)))
+      : this.flushAll()
   }
 
   /** Writes what is pending in this fiber, whole (an interruption never cuts a save). */
