@@ -48,6 +48,13 @@ export const jsonProblem = (value: unknown, root = "$"): string | undefined => {
   const ancestors = new Set<object>()
   const keys: Array<string | number> = []
   const at = () => pathOf(root, keys)
+  /** Visits `v` at `key` below the current path (the path keeps `key` only when a problem is found there). */
+  const child = (key: string | number, v: unknown, depth: number): string | undefined => {
+    keys.push(key)
+    const problem = visit(v, depth + 1)
+    if (problem === undefined) keys.pop()
+    return problem
+  }
   const visit = (v: unknown, depth: number): string | undefined => {
     switch (typeof v) {
       case "string":
@@ -62,10 +69,8 @@ export const jsonProblem = (value: unknown, root = "$"): string | undefined => {
         if (Array.isArray(v)) {
           ancestors.add(v)
           for (let i = 0; i < v.length; i++) {
-            keys.push(i)
-            const problem = visit(v[i], depth + 1)
+            const problem = child(i, v[i], depth)
             if (problem !== undefined) return problem
-            keys.pop()
           }
           ancestors.delete(v)
           return undefined
@@ -76,10 +81,8 @@ export const jsonProblem = (value: unknown, root = "$"): string | undefined => {
         }
         ancestors.add(v)
         for (const key of Object.keys(v)) {
-          keys.push(key)
-          const problem = visit(v[key], depth + 1)
+          const problem = child(key, v[key], depth)
           if (problem !== undefined) return problem
-          keys.pop()
         }
         ancestors.delete(v)
         return undefined
