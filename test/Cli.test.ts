@@ -30,6 +30,7 @@ import type { CliError } from "../src/cli/StoreUrl.js"
 import * as StoreUrl from "../src/cli/StoreUrl.js"
 import * as Verify from "../src/cli/Verify.js"
 import * as Graph from "../src/Graph.js"
+import * as SqliteStore from "../src/layers/Sqlite.js"
 import { makeState, type MemoryState, memoryBackend } from "../src/internal/memoryBackend.js"
 import { closedPort } from "./fixtures/redis-proxy.js"
 import { input, linear, research, type Research } from "./fixtures/cli-graph.js"
@@ -543,6 +544,86 @@ const waitForRedis = (port: number) =>
     Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo("10 seconds"))),
     Effect.orDieWith(() => new Error(`no Redis answers on port ${port}`))
   )
+
+describe("encrypted stores (CHECKPOINT_KEY)", () => {
+  const key = new Uint8Array(32).map((_, i) => i * 7 + 1)
+  const base64 = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64")
+  const files: Array<string> = []
+  const fresh = (name: string) => {
+    const file = tmp(`${name}-${files.length}.db`)
+    files.push(file)
+    return file
+  }
+  afterAll(() => {
+    for (const f of files) for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(f + suffix, { force: true })
+  })
+  const sealed = (filename: string, k: Uint8Array = key) =>
+    SqliteStore.layer({ filename }).pipe(CheckpointStore.encrypted({ key: Redacted.make(k) }))
+  /** A linear run in an encrypted SQLite file; its newest checkpoint. */
+  const seeded = (filename: string) =>
+    Effect.gen(function*() {
+      const runnable = yield* Graph.compileCheckpointable(linear, { maxCheckpoints: 0 })
+      yield* runnable.invoke(input, { executionId: eid("secret-run") })
+      return Option.getOrThrow(yield* (yield* Store).latest(eid("secret-run")))
+    }).pipe(Effect.provide(sealed(filename)))
+
+  it.live("with the key every command reads the states in clear; without it they are shown sealed; a wrong key fails on one line", () =>
+    Effect.gen(function*() {
+      const file = fresh("read")
+      const newest = yield* seeded(file)
+      const store = ["--store", `sqlite:${file}`]
+      const env = { CHECKPOINT_KEY: base64(key) }
+      const clear = json(yield* cmd(["show", newest.id, "--json", ...store], { env }))
+      expect(clear.state).toEqual(newest.state)
+      expect(JSON.stringify(clear.state)).not.toContain("$sealed")
+      const raw = json(yield* cmd(["show", newest.id, "--json", ...store]))
+      expect(JSON.stringify(raw.state)).toContain("$sealed")
+      const verified = yield* cmd(["verify", "--json", ...store], { env })
+      expect(json(verified).ok).toBe(true)
+      const wrongKey = { CHECKPOINT_KEY: base64(key.map((b) => b ^ 0xff)) }
+      expect(yield* failsWith(["show", newest.id, ...store], { env: wrongKey })).toContain(newest.id)
+      const report = yield* cmd(["verify", "--json", ...store], { env: wrongKey })
+      expect(report.status).toBe(1)
+      expect(JSON.parse(report.stdout).ok).toBe(false)
+      // After a rotation the old key is a previous key: the old values still open.
+      const rotated = { CHECKPOINT_KEY: base64(key.map((b) => b ^ 0x55)), CHECKPOINT_PREVIOUS_KEYS: `,${base64(key)}` }
+      expect(json(yield* cmd(["show", newest.id, "--json", ...store], { env: rotated })).state).toEqual(newest.state)
+    }))
+
+  it.live("export reads in clear and import seals what it writes", () =>
+    Effect.gen(function*() {
+      const from = fresh("from")
+      const to = fresh("to")
+      const newest = yield* seeded(from)
+      const env = { CHECKPOINT_KEY: base64(key) }
+      const exported = yield* cmd(["export", "secret-run", "--store", `sqlite:${from}`], { env })
+      expect(exported.status, exported.stderr).toBe(0)
+      expect(exported.stdout).not.toContain("$sealed")
+      expect(json(yield* cmd(["import", "--json", "--store", `sqlite:${to}`], { env, input: exported.stdout })).checkpoints)
+        .toBeGreaterThan(0)
+      const plain = yield* Effect.flatMap(Store, (s) => s.load(newest.id)).pipe(Effect.provide(SqliteStore.layer({ filename: to })))
+      expect(JSON.stringify(plain.state)).toContain("$sealed")
+      const opened = yield* Effect.flatMap(Store, (s) => s.load(newest.id)).pipe(Effect.provide(sealed(to)))
+      expect(opened.state).toEqual(newest.state)
+    }))
+
+  it.live("a malformed key is one line naming the variable, never its value", () =>
+    Effect.gen(function*() {
+      const store = ["ping", "--store", "memory:"]
+      for (
+        const env of [
+          { CHECKPOINT_KEY: "not-base64-at-all!!" },
+          { CHECKPOINT_KEY: base64(key.slice(0, 16)) },
+          { CHECKPOINT_KEY: base64(key), CHECKPOINT_PREVIOUS_KEYS: "c2hvcnQ=" }
+        ]
+      ) {
+        const line = yield* failsWith(store, { env })
+        expect(line).toMatch(/CHECKPOINT_(PREVIOUS_)?KEYS? must be a 32-byte key in base64/)
+        for (const value of Object.values(env)) expect(line).not.toContain(value)
+      }
+      expect(yield* failsWith(store, { env: { CHECKPOINT_PREVIOUS_KEYS: base64(key) } })).toContain("CHECKPOINT_KEY is not")
+    }))
+})
 
 describe("the bin never prints a password", () => {
   const secret = "S3cret-Pw_42"

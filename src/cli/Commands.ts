@@ -14,7 +14,7 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as HelpDoc from "@effect/cli/HelpDoc"
 import * as Options from "@effect/cli/Options"
-import { Clock, Config, Effect, Either, Option, type Redacted, Stream } from "effect"
+import { Clock, Config, Effect, Either, Option, Redacted, Stream } from "effect"
 import * as Checkpoint from "../Checkpoint.js"
 import * as CheckpointStore from "../CheckpointStore.js"
 import * as ExportFormat from "./ExportFormat.js"
@@ -196,6 +196,45 @@ const describe = (error: unknown, target: StoreUrl.Target | undefined): string =
   return StoreUrl.scrub(message, target).replace(/\s*\n\s*/g, " ").trim()
 }
 
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
+
+/** A key given in base64 (never shown: an error names the variable only). */
+const keyOf = (variable: string, text: string): Either.Either<Redacted.Redacted<Uint8Array>, CliError> => {
+  const trimmed = text.trim()
+  const bytes = BASE64.test(trimmed) && trimmed.length % 4 === 0 ? Buffer.from(trimmed, "base64") : undefined
+  return bytes !== undefined && bytes.length === 32
+    ? Either.right(Redacted.make(new Uint8Array(bytes)))
+    : Either.left(new CliError({ message: `${variable} must be a 32-byte key in base64 (44 characters)` }))
+}
+
+/**
+ * The keys of an encrypted store (see `CheckpointStore.encrypted`), from the
+ * environment only (a key on the command line would show in the process
+ * list): `CHECKPOINT_KEY`, and `CHECKPOINT_PREVIOUS_KEYS` (comma-separated)
+ * for values sealed before a rotation. `None` when no key is set.
+ */
+const encryptionKeys: Effect.Effect<Option.Option<CheckpointStore.EncryptionOptions>, CliError> = Effect.gen(function*() {
+  const unreadable = (variable: string) => () => new CliError({ message: `${variable} could not be read` })
+  const key = yield* Config.option(Config.redacted("CHECKPOINT_KEY")).pipe(Effect.mapError(unreadable("CHECKPOINT_KEY")))
+  const previous = yield* Config.option(Config.redacted("CHECKPOINT_PREVIOUS_KEYS")).pipe(
+    Effect.mapError(unreadable("CHECKPOINT_PREVIOUS_KEYS"))
+  )
+  if (Option.isNone(key)) {
+    return Option.isSome(previous)
+      ? yield* new CliError({ message: "CHECKPOINT_PREVIOUS_KEYS is set but CHECKPOINT_KEY is not" })
+      : Option.none()
+  }
+  const current = yield* keyOf("CHECKPOINT_KEY", Redacted.value(key.value))
+  const previousKeys = yield* Effect.forEach(
+    Option.match(previous, {
+      onNone: () => [],
+      onSome: (list) => Redacted.value(list).split(",").filter((k) => k.trim() !== "")
+    }),
+    (text) => keyOf("CHECKPOINT_PREVIOUS_KEYS", text)
+  )
+  return Option.some({ key: current, previousKeys })
+})
+
 /** Runs `f` on the store the options name; every failure becomes a `CliError`. */
 const withStore = <A, E>(
   config: StoreConfig,
@@ -209,7 +248,9 @@ const withStore = <A, E>(
       onLeft: Effect.fail,
       onRight: Effect.succeed
     })
-    const storeLayer = StoreUrl.layer(target, { table: config.table, prefix: config.prefix })
+    const keys = yield* encryptionKeys
+    const plain = StoreUrl.layer(target, { table: config.table, prefix: config.prefix })
+    const storeLayer = Option.isSome(keys) ? plain.pipe(CheckpointStore.encrypted(keys.value)) : plain
     return yield* Effect.flatMap(CheckpointStore.CheckpointStore, (s) => f(s, target)).pipe(
       Effect.provide(storeLayer),
       Effect.mapError((e) =>
@@ -804,8 +845,9 @@ export const root = Command.make("effect-checkpoint").pipe(
       "Every command takes --store URL, or reads the CHECKPOINT_STORE environment variable: memory: (an empty store " +
         "that lives for one command), file:DIR, sqlite:FILE, postgres://user:password@host:5432/db, " +
         "redis://[:password@]host[:port][/db]; --table picks the table of an SQL store, --prefix the key prefix of a " +
-        "Redis store. A password is never printed. Output is a table, or JSON with --json. Run a command with --help " +
-        "for all of its options."
+        "Redis store. A password is never printed. An encrypted store (CheckpointStore.encrypted) opens with its key " +
+        "in CHECKPOINT_KEY (32 bytes, base64), and keys of earlier rotations in CHECKPOINT_PREVIOUS_KEYS " +
+        "(comma-separated). Output is a table, or JSON with --json. Run a command with --help for all of its options."
     ),
     HelpDoc.p(
       "Exit codes: 0 done; 1 the command failed (one line on standard error) or verify found problems; " +
