@@ -1047,21 +1047,24 @@ describe("saving", () => {
 })
 
 describe("generated ids", () => {
-  it.effect("are UUIDv7 text whose first 48 bits are the clock's milliseconds, in the order they were made", () =>
+  it.effect("are UUIDv7 text whose first 48 bits are the clock's milliseconds, in the order they were made (also when the clock steps back)", () =>
     Effect.gen(function*() {
       const uuid = /^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
-      const at = 0x0123_4567_89ab
+      // Ahead of any id this process made before (ids never go back in time, see below).
+      const at = Date.now() + 60_000
       yield* TestClock.setTime(at)
       const ids: Array<string> = []
-      for (let i = 0; i < 3000; i++) {
-        // Many ids within one millisecond, then the clock moves on.
+      for (let i = 0; i < 4000; i++) {
+        // Many ids within one millisecond, then the clock moves on, then it steps back.
         if (i === 2000) yield* TestClock.adjust("1 millis")
+        if (i === 3000) yield* TestClock.setTime(at - 10_000)
         ids.push(i % 2 === 0 ? yield* Checkpoint.generateCheckpointId : yield* Checkpoint.generateExecutionId)
       }
       for (const id of ids) expect(id).toMatch(uuid)
       const ms = (id: string) => parseInt(id.slice(0, 8) + id.slice(9, 13), 16)
       expect(ms(ids[0]!)).toBe(at)
       expect(ms(ids[2999]!)).toBe(at + 1)
+      expect(ms(ids[3999]!)).toBe(at + 1)
       expect([...ids].sort()).toEqual(ids)
       expect(new Set(ids).size).toBe(ids.length)
     }))
